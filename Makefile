@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both install what
+# they need first (Debian packages, .venv, the sandboxed Asterisk), idempotently.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: bootstrap demo test lint unit e2e bench clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) -m controller demo
+
+test: bootstrap lint
+	$(PY) -m pytest
+
+lint: bootstrap
+	$(VENV)/bin/ruff check controller tests asterisk
+	$(VENV)/bin/ruff format --check controller tests asterisk
+	$(VENV)/bin/mypy
+
+unit: bootstrap
+	$(PY) -m pytest tests/unit
+
+e2e: bootstrap
+	$(PY) -m pytest tests/e2e
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

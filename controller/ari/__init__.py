@@ -1,0 +1,1 @@
+"""Asterisk REST Interface: typed events (pure), REST client and event stream (aiohttp)."""

@@ -1,0 +1,1 @@
+"""One call: the TaskGroup that owns its bridge, media and model session."""

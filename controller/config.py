@@ -1,0 +1,206 @@
+"""Settings: environment variables (and an optional env file), validated once.
+
+The names below are the public interface: they are documented in README.md
+and used by docker-compose.yml. :func:`load_settings` turns every validation
+problem into one :class:`~controller.errors.ConfigError` whose message names
+the setting and says what is wrong, never echoing a secret's value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from controller.errors import ConfigError
+
+AudioMode = Literal["pcmu", "pcm24k"]
+VadType = Literal["server_vad", "semantic_vad"]
+Eagerness = Literal["low", "medium", "high", "auto"]
+
+#: Settings whose values must never be printed.
+SECRET_SETTINGS = frozenset({"ARI_PASSWORD", "OPENAI_API_KEY"})
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """All settings of the controller. Field aliases are the env var names."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        populate_by_name=False,
+        frozen=True,
+        case_sensitive=True,
+    )
+
+    # --- ARI -----------------------------------------------------------------
+    ari_url: str = Field("http://127.0.0.1:8088", validation_alias=_env("ARI_URL"))
+    ari_user: str = Field("voicebot", validation_alias=_env("ARI_USER"))
+    ari_password: SecretStr = Field(SecretStr(""), validation_alias=_env("ARI_PASSWORD"))
+    ari_app: str = Field("voicebot", validation_alias=_env("ARI_APP"))
+
+    # --- Realtime model ----------------------------------------------------------
+    realtime_url: str = Field(
+        "wss://api.openai.com/v1/realtime", validation_alias=_env("REALTIME_URL")
+    )
+    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=_env("OPENAI_API_KEY"))
+    realtime_model: str = Field("gpt-realtime", validation_alias=_env("REALTIME_MODEL"))
+    realtime_voice: str = Field("marin", validation_alias=_env("REALTIME_VOICE"))
+    realtime_audio: AudioMode = Field("pcmu", validation_alias=_env("REALTIME_AUDIO"))
+    realtime_connect_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
+        10.0, validation_alias=_env("REALTIME_CONNECT_TIMEOUT")
+    )
+    transcription_model: str = Field(
+        "gpt-4o-mini-transcribe", validation_alias=_env("TRANSCRIPTION_MODEL")
+    )
+    transcription_language: str = Field("", validation_alias=_env("TRANSCRIPTION_LANGUAGE"))
+
+    # --- Turn detection ----------------------------------------------------------
+    vad_type: VadType = Field("server_vad", validation_alias=_env("VAD_TYPE"))
+    vad_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, validation_alias=_env("VAD_THRESHOLD")
+    )
+    vad_silence_ms: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        500, validation_alias=_env("VAD_SILENCE_MS")
+    )
+    vad_prefix_ms: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        300, validation_alias=_env("VAD_PREFIX_MS")
+    )
+    vad_eagerness: Eagerness = Field("auto", validation_alias=_env("VAD_EAGERNESS"))
+
+    # --- Media -------------------------------------------------------------------
+    media_address: str = Field("127.0.0.1", validation_alias=_env("MEDIA_ADDRESS"))
+    media_ports: str = Field("40000-40999", validation_alias=_env("MEDIA_PORTS"))
+
+    # --- Agent -------------------------------------------------------------------
+    agent_instructions: str = Field(
+        "You are a helpful, concise voice assistant answering a phone call. "
+        "Speak naturally and keep answers short.",
+        validation_alias=_env("AGENT_INSTRUCTIONS"),
+    )
+    agent_greeting: str = Field("", validation_alias=_env("AGENT_GREETING"))
+
+    # --- Operations ----------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
+
+    @field_validator("ari_url")
+    @classmethod
+    def _check_ari_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8088")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials; use ARI_USER and ARI_PASSWORD")
+        return value.rstrip("/")
+
+    @field_validator("realtime_url")
+    @classmethod
+    def _check_realtime_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError("must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime")
+        return value
+
+    @field_validator("ari_app")
+    @classmethod
+    def _check_app(cls, value: str) -> str:
+        if not value or any(c in value for c in ",/?&# \t"):
+            raise ValueError("must be a non-empty Stasis app name without , / ? & # or spaces")
+        return value
+
+    @field_validator("media_address")
+    @classmethod
+    def _check_media_address(cls, value: str) -> str:
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (the one Asterisk sends RTP to)") from None
+        if addr.is_unspecified:
+            raise ValueError(
+                "must be a concrete address Asterisk can reach, not 0.0.0.0 or ::"
+            )
+        return value
+
+    @field_validator("media_ports")
+    @classmethod
+    def _check_media_ports(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @property
+    def media_port_range(self) -> tuple[int, int]:
+        """``MEDIA_PORTS`` as an inclusive ``(first, last)`` pair."""
+        return parse_port_range(self.media_ports)
+
+    @property
+    def is_azure(self) -> bool:
+        """True when REALTIME_URL points at Azure OpenAI (uses an ``api-key`` header)."""
+        host = urlsplit(self.realtime_url).hostname or ""
+        return host.endswith(".azure.com") or host.endswith(".azure.us")
+
+    @property
+    def ari_events_url(self) -> str:
+        """The ARI events websocket URL (without credentials)."""
+        parts = urlsplit(self.ari_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{parts.path}/ari/events"
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """Parse ``"40000-40999"`` (or a single ``"40000"``) into ``(first, last)``."""
+    first_text, sep, last_text = value.partition("-")
+    try:
+        first = int(first_text)
+        last = int(last_text) if sep else first
+    except ValueError:
+        raise ValueError("must be a port range such as 40000-40999") from None
+    if not (1024 <= first <= last <= 65535):
+        raise ValueError("must be a range FIRST-LAST with 1024 <= FIRST <= LAST <= 65535")
+    return first, last
+
+
+def _describe(error: dict[str, object]) -> str:
+    loc = error.get("loc") or ()
+    name = str(loc[0]) if isinstance(loc, tuple) and loc else "settings"
+    msg = str(error.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if name in SECRET_SETTINGS:
+        return f"{name}: {msg}"
+    return f"{name}: {msg} (got {error.get('input')!r})"
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment (and ``env_file`` when given).
+
+    Raises:
+        ConfigError: with one line naming the first bad setting and what is wrong.
+    """
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigError(f"--env-file: {env_file} does not exist or is not a file")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        lines = [_describe(dict(e)) for e in errors]
+        raise ConfigError("; ".join(lines)) from None
+
+
+def media_address_bindable(address: str) -> bool:
+    """True if a UDP socket can be bound on ``address`` (any port)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return False
+    return True

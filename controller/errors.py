@@ -1,0 +1,216 @@
+"""Exceptions raised by ari-realtime.
+
+Every exception the controller raises on purpose derives from
+:class:`AriRealtimeError`. Errors from libraries (aiohttp, websockets, the OS)
+are translated where they enter, with ``raise ... from exc``, so callers only
+ever need to know this tree::
+
+    AriRealtimeError
+    ├── ConfigError                   bad setting; the message names it
+    ├── AriError                      talking to Asterisk's REST interface
+    │   ├── AriConnectionError        unreachable, refused, timed out   (transient)
+    │   └── AriHttpError              Asterisk answered with an error status
+    │       ├── AriBadRequest         400: a parameter is missing or wrong
+    │       ├── AriAuthError          401/403: ARI_USER / ARI_PASSWORD rejected
+    │       ├── AriNotFound           404: channel/bridge gone (often benign)
+    │       ├── AriConflict           409: e.g. channel not in Stasis
+    │       ├── AriPreconditionFailed 412: e.g. channel in the wrong state
+    │       ├── AriUnprocessable      422: e.g. channel not in this app
+    │       └── AriServerError        5xx                               (transient)
+    ├── MediaError                    RTP and audio
+    │   ├── RtpParseError             datagram is not valid RTP (also a ValueError)
+    │   └── NoFreePortError           every port in MEDIA_PORTS is taken
+    ├── RealtimeError                 talking to the speech-to-speech model
+    │   ├── RealtimeConnectionError   handshake failed, refused, closed  (transient)
+    │   ├── RealtimeProtocolError     the server sent something we cannot parse
+    │   └── RealtimeServerError       the server sent an ``error`` event
+    ├── CallError                     one call's life
+    │   └── CallStateError            an illegal call-state transition (a bug)
+    └── ToolError                     a model tool call was refused; the message
+                                      goes back to the model, the call goes on
+
+``transient`` marks errors where retrying later may succeed. Messages never
+contain secrets (API keys, ARI passwords): build them from names and
+statuses, not from request headers or URLs with credentials.
+"""
+
+from __future__ import annotations
+
+
+class AriRealtimeError(Exception):
+    """Base class of every error raised by ari-realtime."""
+
+    transient: bool = False
+
+
+class ConfigError(AriRealtimeError):
+    """A setting is missing or invalid. The message names the setting."""
+
+
+# --- ARI ---------------------------------------------------------------------
+
+
+class AriError(AriRealtimeError):
+    """Base class for errors talking to Asterisk's REST interface."""
+
+
+class AriConnectionError(AriError):
+    """Asterisk's HTTP server could not be reached (refused, reset, timeout)."""
+
+    transient = True
+
+
+class AriHttpError(AriError):
+    """Asterisk answered a REST request with an error status.
+
+    Attributes:
+        status: the HTTP status code.
+        method: the HTTP method of the request.
+        path: the request path below ``/ari`` (never with credentials).
+        reason: Asterisk's own explanation (its JSON ``message``), if any.
+    """
+
+    def __init__(self, status: int, method: str, path: str, reason: str = "") -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.reason = reason
+        text = f"ARI {method} {path} -> HTTP {status}"
+        super().__init__(f"{text}: {reason}" if reason else text)
+
+
+class AriBadRequest(AriHttpError):
+    """400: a parameter is missing or invalid."""
+
+
+class AriAuthError(AriHttpError):
+    """401/403: Asterisk rejected ARI_USER / ARI_PASSWORD."""
+
+
+class AriNotFound(AriHttpError):
+    """404: the channel, bridge or resource does not exist (any more)."""
+
+
+class AriConflict(AriHttpError):
+    """409: the request conflicts with the resource's state (e.g. not in Stasis)."""
+
+
+class AriPreconditionFailed(AriHttpError):
+    """412: the channel is in a state that does not allow the operation."""
+
+
+class AriUnprocessable(AriHttpError):
+    """422: the request is well formed but cannot be applied (e.g. wrong app)."""
+
+
+class AriServerError(AriHttpError):
+    """5xx: Asterisk failed internally."""
+
+    transient = True
+
+
+_STATUS_ERRORS: dict[int, type[AriHttpError]] = {
+    400: AriBadRequest,
+    401: AriAuthError,
+    403: AriAuthError,
+    404: AriNotFound,
+    409: AriConflict,
+    412: AriPreconditionFailed,
+    422: AriUnprocessable,
+}
+
+
+def ari_error_for_status(status: int, method: str, path: str, reason: str = "") -> AriHttpError:
+    """Return the most specific :class:`AriHttpError` for an HTTP status."""
+    cls = _STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = AriServerError if status >= 500 else AriHttpError
+    return cls(status, method, path, reason)
+
+
+# --- Media -------------------------------------------------------------------
+
+
+class MediaError(AriRealtimeError):
+    """Base class for RTP and audio errors."""
+
+
+class RtpParseError(MediaError, ValueError):
+    """A datagram is not a valid RTP packet; the message says which part."""
+
+
+class NoFreePortError(MediaError):
+    """No UDP port in MEDIA_PORTS could be bound on MEDIA_ADDRESS."""
+
+    transient = True
+
+
+# --- Realtime ----------------------------------------------------------------
+
+
+class RealtimeError(AriRealtimeError):
+    """Base class for errors talking to the speech-to-speech model."""
+
+
+class RealtimeConnectionError(RealtimeError):
+    """The model's websocket could not be opened, or it closed unexpectedly."""
+
+    transient = True
+
+
+class RealtimeProtocolError(RealtimeError):
+    """The model server sent a message that is not a valid Realtime event."""
+
+
+class RealtimeServerError(RealtimeError):
+    """The model server sent an ``error`` event.
+
+    Attributes:
+        code: the error's ``code`` (e.g. ``invalid_value``), may be empty.
+        error_type: the error's ``type`` (e.g. ``invalid_request_error``).
+        event_id: the client event the error refers to, if the server said.
+    """
+
+    #: Codes after which the session cannot go on.
+    FATAL_CODES = frozenset(
+        {
+            "invalid_api_key",
+            "insufficient_quota",
+            "account_deactivated",
+            "billing_hard_limit_reached",
+            "session_expired",
+            "beta_api_shape_disabled",
+        }
+    )
+
+    def __init__(
+        self, message: str, *, code: str = "", error_type: str = "", event_id: str = ""
+    ) -> None:
+        self.code = code
+        self.error_type = error_type
+        self.event_id = event_id
+        super().__init__(f"{code or error_type or 'error'}: {message}")
+
+    @property
+    def fatal(self) -> bool:
+        """True when the session cannot continue after this error."""
+        return self.code in self.FATAL_CODES
+
+
+# --- Calls and tools -----------------------------------------------------------
+
+
+class CallError(AriRealtimeError):
+    """Base class for errors in the life of one call."""
+
+
+class CallStateError(CallError):
+    """An illegal call-state transition was attempted. This is a bug."""
+
+
+class ToolError(AriRealtimeError):
+    """A tool call from the model was refused.
+
+    The message is sent back to the model as the tool's result, so it must
+    say plainly what was wrong and what is allowed.
+    """

@@ -1,0 +1,1 @@
+"""OpenAI Realtime protocol (GA): typed events (pure) and the websocket session."""
