@@ -1,21 +1,120 @@
-"""Command line: ``ari-realtime run | check | model-server | demo``."""
+"""Command line: ``ari-realtime run | check | model-server | demo``.
+
+Settings come from the environment (see README), optionally from a file
+given with ``--env-file`` (``NAME=value`` lines, as docker-compose uses).
+A bad setting ends the program with one line naming it, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
+
+from controller.config import Settings, load_settings
+from controller.errors import AriAuthError, ConfigError
+
+log = logging.getLogger("controller")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ari-realtime", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    """The argument parser (also used to print help)."""
+    parser = argparse.ArgumentParser(
+        prog="ari-realtime",
+        description="Put a speech-to-speech AI agent on an Asterisk PBX through ARI.",
+    )
+    parser.add_argument(
+        "--env-file", help="read settings from this file of NAME=value lines as well"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="register the Stasis app and serve calls until stopped")
+    sub.add_parser("check", help="preflight: ARI, credentials, modules, media address, model")
+    sub.add_parser(
+        "model-server",
+        help="run the local Realtime test/demo peer (not a model)",
+        add_help=False,
+    )
+    sub.add_parser("demo", help="sandboxed Asterisk + local model + a real SIP call, then stop")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.env_file)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    return [
+        settings.openai_api_key.get_secret_value(),
+        settings.ari_password.get_secret_value(),
+    ]
+
+
+async def _serve(settings: Settings) -> None:
+    from controller.app import Controller
+
+    controller = Controller(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, controller.request_stop)
+    await controller.run()
+
+
+def cmd_run(settings: Settings) -> int:
+    """``ari-realtime run``."""
+    from controller.logs import setup_logging
+
+    setup_logging(settings.log_level, _secrets(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except AriAuthError:
+        print(
+            f"ari-realtime: Asterisk rejected ARI user {settings.ari_user!r}; "
+            "check ARI_USER / ARI_PASSWORD against ari.conf",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def cmd_check(settings: Settings) -> int:
+    """``ari-realtime check``: print one line per check; exit 1 on any FAIL."""
+    from controller.check import run_checks
+
+    results = asyncio.run(run_checks(settings))
+    for result in results:
+        print(result.line())
+    failed = [r for r in results if r.status == "FAIL"]
+    print(f"check: {len(failed)} problem(s)" if failed else "check: all good")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ari-realtime`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    # model-server has its own parser; hand it the rest of the line untouched.
+    if "model-server" in argv:
+        from controller.modelserver.server import main as model_server_main
+
+        code: int = model_server_main(argv[argv.index("model-server") + 1 :])
+        return code
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from controller.demo import main as demo_main
+
+            demo_code: int = demo_main(args.env_file)
+            return demo_code
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        return cmd_run(settings)
+    if args.command == "check":
+        return cmd_check(settings)
+    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

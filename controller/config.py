@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -108,7 +108,9 @@ class Settings(BaseSettings):
     def _check_realtime_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError("must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime")
+            raise ValueError(
+                "must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime"
+            )
         return value
 
     @field_validator("ari_app")
@@ -126,9 +128,7 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("must be an IP address (the one Asterisk sends RTP to)") from None
         if addr.is_unspecified:
-            raise ValueError(
-                "must be a concrete address Asterisk can reach, not 0.0.0.0 or ::"
-            )
+            raise ValueError("must be a concrete address Asterisk can reach, not 0.0.0.0 or ::")
         return value
 
     @field_validator("media_ports")
@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     def is_azure(self) -> bool:
         """True when REALTIME_URL points at Azure OpenAI (uses an ``api-key`` header)."""
         host = urlsplit(self.realtime_url).hostname or ""
-        return host.endswith(".azure.com") or host.endswith(".azure.us")
+        return host.endswith((".azure.com", ".azure.us"))
 
     @property
     def ari_events_url(self) -> str:
@@ -188,7 +188,10 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Se
     if env_file is not None and not Path(env_file).is_file():
         raise ConfigError(f"--env-file: {env_file} does not exist or is not a file")
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        # Overrides use the env names (ARI_URL=...), which mypy cannot see.
+        factory: Any = Settings
+        settings: Settings = factory(_env_file=env_file, **overrides)
+        return settings
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         lines = [_describe(dict(e)) for e in errors]
@@ -204,3 +207,16 @@ def media_address_bindable(address: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _env_names() -> tuple[str, ...]:
+    names = []
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.extend(str(choice) for choice in alias.choices)
+    return tuple(names)
+
+
+#: Every environment variable the controller reads.
+ENV_NAMES = _env_names()

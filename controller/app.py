@@ -1,0 +1,252 @@
+"""The Stasis app supervisor: ARI events in, one :class:`Call` task per call.
+
+Theory of operation:
+
+* One events websocket registers the app. Each event is routed by channel id
+  to the call that owns the channel; a StasisStart of a channel nobody owns
+  is a new inbound call.
+* Each call runs in its own task, inside its own TaskGroup (see
+  :mod:`controller.call.call`). A failing call is logged and torn down; it
+  never disturbs the supervisor or the other calls.
+* When the websocket drops, Asterisk keeps the calls (media keeps flowing)
+  but drops their events and does not replay StasisStart. We reconnect with
+  backoff and reconcile: calls whose caller channel vanished are ended, and
+  bridges / externalMedia channels carrying our id prefix that no live call
+  owns are deleted (nothing in Asterisk would ever expire them). The same
+  reconciliation runs at start-up and cleans up after a crashed predecessor.
+* On stop, every call is ended the same way as when the caller hangs up,
+  except that the caller is handed back to the dialplan (``continue``), so
+  the operator's dialplan decides what happens next (e.g. a human queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+from controller.ari.events import (
+    AriEvent,
+    ChannelDestroyed,
+    ChannelHangupRequest,
+    StasisEnd,
+    StasisStart,
+    event_channel,
+)
+from controller.ari.rest import AriClient
+from controller.ari.stream import AriEventStream
+from controller.call.call import Call, CallContext
+from controller.config import Settings
+from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
+from controller.logs import kv
+
+log = logging.getLogger("controller.app")
+
+CallFactory = Callable[[CallContext], Call]
+
+
+class Controller:
+    """Runs the Stasis app until :meth:`request_stop` is called.
+
+    Args:
+        settings: validated settings.
+        call_factory: builds the :class:`Call` for a new inbound channel
+            (tests and the demo may pass their own).
+    """
+
+    def __init__(self, settings: Settings, *, call_factory: CallFactory | None = None) -> None:
+        self.settings = settings
+        self._call_factory: CallFactory = call_factory or Call
+        self._ari = AriClient(
+            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value()
+        )
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self.calls: dict[str, Call] = {}
+        self._by_channel: dict[str, Call] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Prefix of every bridge / channel id this app creates.
+        self.id_prefix = f"{settings.ari_app}-"
+
+    @property
+    def ari(self) -> AriClient:
+        """The REST client."""
+        return self._ari
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once the app is registered and reconciled (for tests and the demo)."""
+        return self._ready
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to end every call and return."""
+        self._stop.set()
+
+    # --- channel ownership ---------------------------------------------------------
+
+    def claim_channel(self, channel_id: str, call: Call) -> None:
+        """Route events of ``channel_id`` to ``call`` (before creating it)."""
+        self._by_channel[channel_id] = call
+
+    def release_channel(self, channel_id: str) -> None:
+        """Stop routing events of ``channel_id``."""
+        self._by_channel.pop(channel_id, None)
+
+    def new_call_id(self) -> str:
+        """A short unique id; bridge and channel ids are derived from it."""
+        return uuid.uuid4().hex[:12]
+
+    # --- main loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Register the app and serve calls until stopped.
+
+        Raises:
+            AriAuthError: the ARI credentials were rejected (not retried).
+        """
+        log.info(
+            "starting %s",
+            kv(
+                app=self.settings.ari_app,
+                ari=self.settings.ari_url,
+                audio=self.settings.realtime_audio,
+            ),
+        )
+        try:
+            backoff = 0.5
+            while not self._stop.is_set():
+                stream = AriEventStream(self._ari, self.settings.ari_app)
+                try:
+                    await stream.connect()
+                    log.info("registered %s", kv(app=self.settings.ari_app))
+                    await self.reconcile()
+                    self._ready.set()
+                    backoff = 0.5
+                    await self._consume(stream)
+                except AriAuthError:
+                    raise
+                except (AriConnectionError, AriError) as exc:
+                    if self._stop.is_set():
+                        break
+                    self._ready.clear()
+                    log.warning("ARI connection lost, retrying in %.1fs: %s", backoff, exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), backoff)
+                    backoff = min(backoff * 2, 10.0)
+                finally:
+                    await stream.close()
+        finally:
+            await self._end_all_calls()
+            await self._ari.close()
+            log.info("stopped")
+
+    async def _consume(self, stream: AriEventStream) -> None:
+        """Dispatch events until the stream fails or a stop is requested."""
+        reader = asyncio.ensure_future(self._read(stream))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        if reader.done() and not reader.cancelled():
+            reader.result()  # re-raise AriConnectionError
+
+    async def _read(self, stream: AriEventStream) -> None:
+        async for event in stream.events():
+            self.dispatch(event)
+
+    def dispatch(self, event: AriEvent) -> None:
+        """Route one event; never raises."""
+        channel = event_channel(event)
+        if channel is None:
+            return
+        call = self._by_channel.get(channel.id)
+        if call is not None:
+            call.on_event(event)
+            return
+        if isinstance(event, StasisStart):
+            if channel.id.startswith(self.id_prefix):
+                # One of ours whose call already ended: it must not linger.
+                self._spawn(self._delete_channel(channel.id))
+                return
+            self._start_call(event)
+        elif not isinstance(event, StasisEnd | ChannelHangupRequest | ChannelDestroyed):
+            log.debug("event for unknown channel %s", kv(type=event.type, channel=channel.id))
+
+    def _start_call(self, event: StasisStart) -> None:
+        context = CallContext(
+            controller=self,
+            call_id=self.new_call_id(),
+            channel=event.channel,
+            args=list(event.args),
+        )
+        call = self._call_factory(context)
+        self.calls[call.call_id] = call
+        self.claim_channel(event.channel.id, call)
+        log.info(
+            "StasisStart %s",
+            kv(
+                call=call.call_id,
+                channel=event.channel.name,
+                caller=event.channel.caller.number,
+                exten=event.channel.dialplan.exten if event.channel.dialplan else "",
+                args=",".join(event.args),
+            ),
+        )
+        self._spawn(self._run_call(call))
+
+    async def _run_call(self, call: Call) -> None:
+        try:
+            await call.run()
+        except Exception:
+            log.exception("call failed %s", kv(call=call.call_id))
+        finally:
+            self.calls.pop(call.call_id, None)
+            for channel_id in [c for c, owner in self._by_channel.items() if owner is call]:
+                self._by_channel.pop(channel_id, None)
+
+    def _spawn(self, coro: asyncio.Future[None] | object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delete_channel(self, channel_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self._ari.hangup(channel_id)
+
+    # --- reconciliation ----------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Make Asterisk's state and ours agree after (re)connecting."""
+        channels = await self._ari.list_channels()
+        bridges = await self._ari.list_bridges()
+        live = {c.id for c in channels}
+        for call in list(self.calls.values()):
+            if call.caller_channel_id not in live:
+                call.on_caller_gone("caller channel vanished while ARI was disconnected")
+        owned = set(self._by_channel)
+        for channel in channels:
+            if channel.id.startswith(self.id_prefix) and channel.id not in owned:
+                log.info("reconcile: deleting orphaned channel %s", kv(channel=channel.id))
+                await self._delete_channel(channel.id)
+        active_bridges = {c.bridge_id for c in self.calls.values()}
+        for bridge in bridges:
+            if bridge.id.startswith(self.id_prefix) and bridge.id not in active_bridges:
+                log.info("reconcile: destroying orphaned bridge %s", kv(bridge=bridge.id))
+                with contextlib.suppress(AriNotFound):
+                    await self._ari.destroy_bridge(bridge.id)
+
+    async def _end_all_calls(self) -> None:
+        calls = list(self.calls.values())
+        for call in calls:
+            call.request_end("controller stopping", to_dialplan=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=10)
+        for task in list(self._tasks):
+            task.cancel()

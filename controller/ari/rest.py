@@ -1,0 +1,350 @@
+"""Asterisk REST Interface client on aiohttp (a thin I/O adapter).
+
+Only the calls the controller needs, named after ARI's own resources and
+operations (``channels/externalMedia``, ``bridges/addChannel`` ...). Every
+failure leaves as a :class:`~controller.errors.AriError`: transport problems
+as :class:`~controller.errors.AriConnectionError`, error statuses as the
+most specific :class:`~controller.errors.AriHttpError` subclass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from controller.ari.events import Bridge, Channel
+from controller.errors import AriConnectionError, AriError, ari_error_for_status
+
+Params = Mapping[str, str | int | float | bool | None]
+
+#: Reasons ``DELETE /channels/{id}`` accepts (ARI 22 ``channels.json``).
+HANGUP_REASONS = frozenset(
+    {
+        "normal",
+        "busy",
+        "congestion",
+        "no_answer",
+        "timeout",
+        "rejected",
+        "unallocated",
+        "normal_unspecified",
+        "number_incomplete",
+        "codec_mismatch",
+        "interworking",
+        "failure",
+        "answered_elsewhere",
+    }
+)
+
+
+def _query(params: Params) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = str(value)
+    return out
+
+
+class AriClient:
+    """REST client for one Asterisk.
+
+    Use as an async context manager, or call :meth:`close` when done::
+
+        async with AriClient("http://127.0.0.1:8088", "voicebot", "secret") as ari:
+            await ari.ping()
+
+    Args:
+        base_url: Asterisk's HTTP server, e.g. ``http://127.0.0.1:8088``.
+        user: the ARI user (``ari.conf``).
+        password: its password; never logged or put into messages.
+        timeout: seconds for each request.
+    """
+
+    def __init__(self, base_url: str, user: str, password: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = aiohttp.BasicAuth(user, password)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"AriClient({self.base_url!r})"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared aiohttp session (created on first use)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: Params | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one request below ``/ari`` and return its decoded JSON (or None).
+
+        Raises:
+            AriConnectionError: Asterisk could not be reached or timed out.
+            AriHttpError: Asterisk answered with a status of 400 or more.
+        """
+        url = f"{self.base_url}/ari{path}"
+        try:
+            async with self.session.request(
+                method, url, params=_query(params or {}), json=body
+            ) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise ari_error_for_status(response.status, method, path, _reason(text))
+                if not text:
+                    return None
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return text
+        except AriError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AriConnectionError(
+                f"ARI {method} {path}: cannot reach Asterisk at {self.base_url} "
+                f"({type(exc).__name__}: {exc or 'timed out'})"
+            ) from exc
+
+    # --- asterisk --------------------------------------------------------------
+
+    async def ping(self) -> dict[str, Any]:
+        """``GET /asterisk/ping``."""
+        result: dict[str, Any] = await self.request("GET", "/asterisk/ping")
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /asterisk/info`` (build, system, config, status)."""
+        result: dict[str, Any] = await self.request("GET", "/asterisk/info")
+        return result
+
+    async def modules(self) -> list[dict[str, Any]]:
+        """``GET /asterisk/modules``: name, status, support_level, ..."""
+        result: list[dict[str, Any]] = await self.request("GET", "/asterisk/modules")
+        return result
+
+    async def applications(self) -> list[dict[str, Any]]:
+        """``GET /applications``: the Stasis apps registered right now."""
+        result: list[dict[str, Any]] = await self.request("GET", "/applications")
+        return result
+
+    # --- channels --------------------------------------------------------------
+
+    async def list_channels(self) -> list[Channel]:
+        """``GET /channels``."""
+        data = await self.request("GET", "/channels")
+        return [Channel.model_validate(c) for c in data]
+
+    async def get_channel(self, channel_id: str) -> Channel:
+        """``GET /channels/{channelId}``."""
+        return Channel.model_validate(await self.request("GET", f"/channels/{channel_id}"))
+
+    async def answer(self, channel_id: str) -> None:
+        """``POST /channels/{channelId}/answer``."""
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        """``DELETE /channels/{channelId}?reason=...``.
+
+        Raises:
+            ValueError: ``reason`` is not one ARI accepts.
+        """
+        if reason not in HANGUP_REASONS:
+            raise ValueError(f"hangup reason must be one of {sorted(HANGUP_REASONS)}")
+        await self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
+
+    async def send_dtmf(
+        self,
+        channel_id: str,
+        dtmf: str,
+        *,
+        before: int = 0,
+        between: int = 100,
+        duration: int = 100,
+        after: int = 0,
+    ) -> None:
+        """``POST /channels/{channelId}/dtmf``; returns before the digits play."""
+        await self.request(
+            "POST",
+            f"/channels/{channel_id}/dtmf",
+            {
+                "dtmf": dtmf,
+                "before": before,
+                "between": between,
+                "duration": duration,
+                "after": after,
+            },
+        )
+
+    async def external_media(
+        self,
+        *,
+        app: str,
+        external_host: str,
+        format: str = "ulaw",
+        channel_id: str | None = None,
+        data: str | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Channel:
+        """``POST /channels/externalMedia`` (rtp over udp).
+
+        The response comes back before the channel is in Stasis: wait for its
+        own StasisStart before adding it to a bridge. ``channelvars`` holds
+        ``UNICASTRTP_LOCAL_ADDRESS`` / ``UNICASTRTP_LOCAL_PORT``.
+        """
+        body = {"variables": dict(variables)} if variables else None
+        result = await self.request(
+            "POST",
+            "/channels/externalMedia",
+            {
+                "app": app,
+                "external_host": external_host,
+                "format": format,
+                "encapsulation": "rtp",
+                "transport": "udp",
+                "channelId": channel_id,
+                "data": data,
+            },
+            body,
+        )
+        return Channel.model_validate(result)
+
+    async def get_variable(self, channel_id: str, variable: str) -> str:
+        """``GET /channels/{channelId}/variable``."""
+        result = await self.request(
+            "GET", f"/channels/{channel_id}/variable", {"variable": variable}
+        )
+        return str(result.get("value", "")) if isinstance(result, dict) else ""
+
+    async def set_variable(self, channel_id: str, variable: str, value: str) -> None:
+        """``POST /channels/{channelId}/variable``."""
+        await self.request(
+            "POST", f"/channels/{channel_id}/variable", {"variable": variable, "value": value}
+        )
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        *,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+        label: str | None = None,
+    ) -> None:
+        """``POST /channels/{channelId}/continue``: leave Stasis, resume the dialplan."""
+        await self.request(
+            "POST",
+            f"/channels/{channel_id}/continue",
+            {"context": context, "extension": extension, "priority": priority, "label": label},
+        )
+
+    async def redirect(self, channel_id: str, endpoint: str) -> None:
+        """``POST /channels/{channelId}/redirect`` (same technology only)."""
+        await self.request("POST", f"/channels/{channel_id}/redirect", {"endpoint": endpoint})
+
+    async def originate(
+        self,
+        *,
+        endpoint: str,
+        app: str | None = None,
+        app_args: str | None = None,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+        caller_id: str | None = None,
+        timeout: int = 30,
+        channel_id: str | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Channel:
+        """``POST /channels``: place a call into an app or a dialplan location."""
+        body = {"variables": dict(variables)} if variables else None
+        result = await self.request(
+            "POST",
+            "/channels",
+            {
+                "endpoint": endpoint,
+                "app": app,
+                "appArgs": app_args,
+                "context": context,
+                "extension": extension,
+                "priority": priority,
+                "callerId": caller_id,
+                "timeout": timeout,
+                "channelId": channel_id,
+            },
+            body,
+        )
+        return Channel.model_validate(result)
+
+    # --- bridges ---------------------------------------------------------------
+
+    async def list_bridges(self) -> list[Bridge]:
+        """``GET /bridges``."""
+        data = await self.request("GET", "/bridges")
+        return [Bridge.model_validate(b) for b in data]
+
+    async def create_bridge(
+        self, *, bridge_id: str | None = None, type: str = "mixing", name: str | None = None
+    ) -> Bridge:
+        """``POST /bridges``."""
+        result = await self.request(
+            "POST", "/bridges", {"type": type, "bridgeId": bridge_id, "name": name}
+        )
+        return Bridge.model_validate(result)
+
+    async def add_channel(self, bridge_id: str, *channel_ids: str) -> None:
+        """``POST /bridges/{bridgeId}/addChannel``."""
+        await self.request(
+            "POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)}
+        )
+
+    async def remove_channel(self, bridge_id: str, *channel_ids: str) -> None:
+        """``POST /bridges/{bridgeId}/removeChannel``."""
+        await self.request(
+            "POST", f"/bridges/{bridge_id}/removeChannel", {"channel": ",".join(channel_ids)}
+        )
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        """``DELETE /bridges/{bridgeId}``."""
+        await self.request("DELETE", f"/bridges/{bridge_id}")
+
+
+def _reason(text: str) -> str:
+    """Asterisk's error body is ``{"message": "..."}``; fall back to the text."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:200]
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    return text.strip()[:200]

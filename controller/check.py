@@ -1,0 +1,220 @@
+"""``ari-realtime check``: a preflight that says in plain words what is wrong.
+
+Each check yields one :class:`CheckResult` line. Checks that depend on an
+earlier one (modules need a reachable, authenticated ARI) are reported as
+skipped rather than as confusing follow-on failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websockets
+
+from controller.ari.rest import AriClient
+from controller.config import Settings, media_address_bindable
+from controller.errors import AriAuthError, AriConnectionError, AriError
+
+#: Modules the controller cannot work without, with what each is for.
+REQUIRED_MODULES: dict[str, str] = {
+    "res_ari.so": "the REST interface itself",
+    "res_ari_channels.so": "answering calls and creating externalMedia channels",
+    "res_ari_bridges.so": "mixing the caller with the externalMedia channel",
+    "res_ari_events.so": "the events websocket",
+    "app_stasis.so": "Stasis() in the dialplan",
+    "res_stasis.so": "Stasis apps",
+    "chan_rtp.so": "externalMedia (UnicastRTP channels)",
+    "res_rtp_multicast.so": "chan_rtp, which will not load without it",
+    "res_rtp_asterisk.so": "RTP",
+    "codec_ulaw.so": "u-law audio on the externalMedia leg",
+    "res_http_websocket.so": "the events websocket",
+}
+#: One of these mixes audio in a bridge.
+BRIDGE_MODULES = ("bridge_softmix.so", "bridge_simple.so")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of the preflight report."""
+
+    status: str  # "ok" | "FAIL" | "skip" | "warn"
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        """The report line."""
+        return f"{self.status:<4} {self.name}: {self.detail}"
+
+
+async def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[CheckResult]:
+    """Run every check and return the results in order."""
+    results: list[CheckResult] = []
+    results.extend(await _check_ari(settings, timeout))
+    results.append(_check_media(settings))
+    results.append(await _check_model(settings, timeout))
+    return results
+
+
+async def _check_ari(settings: Settings, timeout: float) -> list[CheckResult]:
+    out: list[CheckResult] = []
+    password = settings.ari_password.get_secret_value()
+    async with AriClient(settings.ari_url, settings.ari_user, password, timeout=timeout) as ari:
+        try:
+            info = await ari.info()
+        except AriConnectionError:
+            out.append(
+                CheckResult(
+                    "FAIL",
+                    "ARI",
+                    f"cannot reach Asterisk at {settings.ari_url}. Is Asterisk running, and "
+                    "does http.conf have enabled=yes with this bindaddr/bindport?",
+                )
+            )
+            out.append(CheckResult("skip", "credentials", "ARI unreachable"))
+            out.append(CheckResult("skip", "modules", "ARI unreachable"))
+            out.append(CheckResult("skip", "app", "ARI unreachable"))
+            return out
+        except AriAuthError:
+            out.append(CheckResult("ok", "ARI", f"Asterisk answers at {settings.ari_url}"))
+            out.append(
+                CheckResult(
+                    "FAIL",
+                    "credentials",
+                    f"Asterisk rejected ARI user {settings.ari_user!r}: check ARI_USER and "
+                    "ARI_PASSWORD against a type=user section in ari.conf",
+                )
+            )
+            out.append(CheckResult("skip", "modules", "not authenticated"))
+            out.append(CheckResult("skip", "app", "not authenticated"))
+            return out
+        except AriError as exc:
+            out.append(CheckResult("FAIL", "ARI", f"unexpected answer from Asterisk: {exc}"))
+            return out
+        version = str(info.get("system", {}).get("version", "unknown"))
+        out.append(CheckResult("ok", "ARI", f"Asterisk {version} answers at {settings.ari_url}"))
+        out.append(CheckResult("ok", "credentials", f"ARI user {settings.ari_user!r} accepted"))
+        out.append(await _check_modules(ari))
+        out.append(await _check_app(ari, settings.ari_app))
+    return out
+
+
+async def _check_modules(ari: AriClient) -> CheckResult:
+    try:
+        modules = await ari.modules()
+    except AriError as exc:
+        return CheckResult(
+            "FAIL",
+            "modules",
+            f"cannot list modules ({exc}); load res_ari_asterisk.so so this check can run",
+        )
+    running = {str(m.get("name")) for m in modules if m.get("status") == "Running"}
+    missing = [f"{name} ({why})" for name, why in REQUIRED_MODULES.items() if name not in running]
+    if not any(name in running for name in BRIDGE_MODULES):
+        missing.append(" or ".join(BRIDGE_MODULES) + " (mixing bridges)")
+    if missing:
+        return CheckResult(
+            "FAIL",
+            "modules",
+            "not loaded: " + "; ".join(missing) + ". Add load=... lines to modules.conf "
+            "(or 'module load NAME' at the Asterisk CLI)",
+        )
+    return CheckResult("ok", "modules", f"all {len(REQUIRED_MODULES) + 1} required modules loaded")
+
+
+async def _check_app(ari: AriClient, app: str) -> CheckResult:
+    try:
+        apps = await ari.applications()
+    except AriError as exc:
+        return CheckResult("FAIL", "app", f"cannot list Stasis apps: {exc}")
+    if any(a.get("name") == app for a in apps):
+        return CheckResult(
+            "warn",
+            "app",
+            f"Stasis app {app!r} is already registered by another connection; a second "
+            "controller with the same ARI_APP takes its calls away (ApplicationReplaced)",
+        )
+    return CheckResult(
+        "ok",
+        "app",
+        f"Stasis app {app!r} is free; route calls to it with Stasis({app}) in the dialplan",
+    )
+
+
+def _check_media(settings: Settings) -> CheckResult:
+    address = settings.media_address
+    if not media_address_bindable(address):
+        return CheckResult(
+            "FAIL",
+            "media",
+            f"cannot bind UDP on MEDIA_ADDRESS={address}: it is not an address of this host. "
+            "Set MEDIA_ADDRESS to an address of this machine that Asterisk can reach",
+        )
+    first, last = settings.media_port_range
+    free = 0
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    for port in range(first, min(last, first + 63) + 1):
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+            free += 1
+    if free == 0:
+        return CheckResult(
+            "FAIL",
+            "media",
+            f"no free UDP port in MEDIA_PORTS={settings.media_ports} on {address}; "
+            "pick a range nothing else uses",
+        )
+    return CheckResult(
+        "ok",
+        "media",
+        f"UDP on {address} ports {settings.media_ports} bindable "
+        f"({last - first + 1} ports = max concurrent calls)",
+    )
+
+
+async def _check_model(settings: Settings, timeout: float) -> CheckResult:
+    """Open the model's websocket and read its first event.
+
+    A healthy endpoint says ``session.created``; a wrong key gets an
+    ``error`` event (OpenAI upgrades first, then complains).
+    """
+    key = settings.openai_api_key.get_secret_value()
+    parts = urlsplit(settings.realtime_url)
+    query = (
+        parts.query + ("&" if parts.query else "") + urlencode({"model": settings.realtime_model})
+    )
+    url = urlunsplit(parts._replace(query=query))
+    headers = {"Authorization": f"Bearer {key}"}
+    if settings.is_azure:
+        headers["api-key"] = key
+    where = urlunsplit(parts._replace(query=""))
+    try:
+        async with asyncio.timeout(timeout):
+            async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
+                first = json.loads(await ws.recv())
+    except TimeoutError:
+        return CheckResult("FAIL", "model", f"no answer from {where} within {timeout:.0f}s")
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = " (check OPENAI_API_KEY)" if status in (401, 403) else ""
+        return CheckResult("FAIL", "model", f"{where} refused the websocket: HTTP {status}{hint}")
+    except (OSError, websockets.WebSocketException, ValueError) as exc:
+        return CheckResult(
+            "FAIL",
+            "model",
+            f"cannot reach the model at {where}: {type(exc).__name__}: {exc}. "
+            "Check REALTIME_URL and that this host may connect to it",
+        )
+    if first.get("type") == "session.created":
+        return CheckResult("ok", "model", f"{where} opened a session for {settings.realtime_model}")
+    error = first.get("error") or {}
+    code = error.get("code") or first.get("type")
+    return CheckResult(
+        "FAIL", "model", f"{where} answered with {code}: {error.get('message', '')}".strip()
+    )
