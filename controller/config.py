@@ -88,6 +88,24 @@ class Settings(BaseSettings):
     )
     agent_greeting: str = Field("", validation_alias=_env("AGENT_GREETING"))
 
+    # --- Conversation control ---------------------------------------------------------
+    agents_file: str = Field("", validation_alias=_env("AGENTS_FILE"))
+    agent_tools: str = Field("hangup,send_dtmf,transfer", validation_alias=_env("AGENT_TOOLS"))
+    dtmf_to_model: bool = Field(True, validation_alias=_env("DTMF_TO_MODEL"))
+    barge_in_min_ms: Annotated[int, Field(ge=0, le=5_000)] = Field(
+        0, validation_alias=_env("BARGE_IN_MIN_MS")
+    )
+    protect_greeting: bool = Field(False, validation_alias=_env("PROTECT_GREETING"))
+    max_call_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
+        3300, validation_alias=_env("MAX_CALL_SECONDS")
+    )
+    silence_timeout_seconds: Annotated[int, Field(ge=0, le=3_600)] = Field(
+        0, validation_alias=_env("SILENCE_TIMEOUT_SECONDS")
+    )
+    hangup_grace_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        10.0, validation_alias=_env("HANGUP_GRACE_SECONDS")
+    )
+
     # --- Operations ----------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
@@ -136,6 +154,24 @@ class Settings(BaseSettings):
     def _check_media_ports(cls, value: str) -> str:
         parse_port_range(value)
         return value
+
+    @field_validator("agent_tools")
+    @classmethod
+    def _check_tools(cls, value: str) -> str:
+        builtin = {"hangup", "send_dtmf", "transfer"}
+        names = [t.strip() for t in value.split(",") if t.strip()]
+        unknown = [n for n in names if n not in builtin]
+        if unknown:
+            raise ValueError(
+                f"unknown tool {unknown[0]!r}; built-in tools are hangup, send_dtmf, transfer "
+                "(custom tools are declared in AGENTS_FILE)"
+            )
+        return value
+
+    @property
+    def default_tools(self) -> tuple[str, ...]:
+        """``AGENT_TOOLS`` as a tuple of names."""
+        return tuple(t.strip() for t in self.agent_tools.split(",") if t.strip())
 
     @property
     def media_port_range(self) -> tuple[int, int]:
@@ -210,7 +246,7 @@ def media_address_bindable(address: str) -> bool:
 
 
 def _env_names() -> tuple[str, ...]:
-    names = []
+    names: list[str] = []
     for info in Settings.model_fields.values():
         alias = info.validation_alias
         if isinstance(alias, AliasChoices):
