@@ -9,6 +9,7 @@ most specific :class:`~controller.errors.AriHttpError` subclass.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from types import TracebackType
@@ -70,7 +71,9 @@ class AriClient:
 
     def __init__(self, base_url: str, user: str, password: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(user, password)
+        # A header rather than aiohttp.BasicAuth (deprecated in aiohttp 3.14).
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -81,7 +84,7 @@ class AriClient:
     def session(self) -> aiohttp.ClientSession:
         """The shared aiohttp session (created on first use)."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self._session
 
     async def close(self) -> None:
