@@ -15,8 +15,8 @@ test: bootstrap lint
 	$(PY) -m pytest
 
 lint: bootstrap
-	$(VENV)/bin/ruff check controller tests asterisk
-	$(VENV)/bin/ruff format --check controller tests asterisk
+	$(VENV)/bin/ruff check controller tests asterisk bench
+	$(VENV)/bin/ruff format --check controller tests asterisk bench
 	$(VENV)/bin/mypy
 
 unit: bootstrap
@@ -24,6 +24,9 @@ unit: bootstrap
 
 e2e: bootstrap
 	$(PY) -m pytest tests/e2e
+
+bench: bootstrap
+	$(PY) bench/bench_media.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out
