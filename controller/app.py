@@ -27,6 +27,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from controller.agents import AgentsFile, load_agents_file
 from controller.ari.events import (
     AriEvent,
     ChannelDestroyed,
@@ -41,6 +42,7 @@ from controller.call.call import Call, CallContext
 from controller.config import Settings
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
 from controller.logs import kv
+from controller.rtp.endpoint import MediaClock
 
 log = logging.getLogger("controller.app")
 
@@ -69,6 +71,12 @@ class Controller:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Prefix of every bridge / channel id this app creates.
         self.id_prefix = f"{settings.ari_app}-"
+        #: One clock drives every call's 20 ms playout (not a timer per call).
+        self.clock = MediaClock()
+        #: Profiles, transfer targets and custom tools (``AGENTS_FILE``).
+        self.agents: AgentsFile | None = (
+            load_agents_file(settings.agents_file) if settings.agents_file else None
+        )
 
     @property
     def ari(self) -> AriClient:
@@ -114,6 +122,7 @@ class Controller:
                 audio=self.settings.realtime_audio,
             ),
         )
+        self.clock.start()
         try:
             backoff = 0.5
             while not self._stop.is_set():
@@ -139,6 +148,7 @@ class Controller:
                     await stream.close()
         finally:
             await self._end_all_calls()
+            await self.clock.stop()
             await self._ari.close()
             log.info("stopped")
 
