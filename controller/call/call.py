@@ -354,7 +354,7 @@ class Call:
 
     def _template_fields(self) -> dict[str, str]:
         dialplan = self.caller.dialplan
-        args = [a for a in self.context.args if "=" not in a]
+        args = [a for a in self.context.args if a and "=" not in a]
         return {
             "caller_number": self.caller.caller.number,
             "caller_name": self.caller.caller.name,

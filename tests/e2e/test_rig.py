@@ -1,0 +1,319 @@
+"""The test rig itself: the sandboxed Asterisk, its dialplan, and the SIP phone side.
+
+These tests need no controller: where the voice agent would be, the test
+registers the Stasis app ``voicebot`` itself over ARI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from asterisk.sandbox import CONF_DIR
+from tests.rig.ari import AriClient
+from tests.rig.audio import analyse, gsm_duration, make_tone, wait_recording
+from tests.rig.calls import Script, call_pbx, set_phone_script, wait_no_channels, wait_rig_done
+from tests.rig.sandbox import REQUIRED_MODULES, SHARED_DIR_INSIDE, Sandbox, SandboxError
+from tests.rig.wait import wait_for
+
+TONE_SECONDS = 2.0
+PROMPT = "/usr/share/asterisk/sounds/en_US_f_Allison/sorry-youre-having-problems.gsm"
+
+
+def _sound(box: Sandbox, host_wav: Path) -> str:
+    """The ARI media URI (``sound:/path`` without extension) of a shared file."""
+    return "sound:" + box.inside_path(host_wav.with_suffix(""))
+
+
+def _is_pbx_side(event: dict[str, object]) -> bool:
+    channel = event.get("channel")
+    return isinstance(channel, dict) and str(channel.get("name", "")).startswith("PJSIP/tester-")
+
+
+# -- the sandbox ----------------------------------------------------------------------
+
+
+def test_paths_map_between_host_and_sandbox(asterisk: Sandbox) -> None:
+    inside = f"{SHARED_DIR_INSIDE}/x.wav"
+    assert asterisk.host_path(inside) == asterisk.shared_dir / "x.wav"
+    assert asterisk.inside_path(asterisk.shared_dir / "x.wav") == inside
+    assert asterisk.host_path("/var/run/asterisk/asterisk.ctl").exists()
+    conf = asterisk.host_path("/etc/asterisk/extensions.conf")
+    assert conf.read_text() == (CONF_DIR / "extensions.conf").read_text()
+    assert asterisk.host_path("/usr/sbin/asterisk").is_file()  # from the read-only root fs
+    with pytest.raises(ValueError):
+        asterisk.inside_path("/etc/passwd")
+
+
+def test_asterisk_started_cleanly(asterisk: Sandbox) -> None:
+    assert asterisk.running
+    assert asterisk.startup_problems == []
+    assert "Asterisk Ready" in asterisk.log_path.read_text()
+    # Inside Asterisk's mount namespace (paths relative to its chroot): the
+    # cached root fs is read-only, the per-run state is bound over it.
+    mounts = {}
+    for line in Path(f"/proc/{asterisk.pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mounts[fields[4]] = fields[5].split(",")
+    assert "ro" in mounts["/"]
+    for point in ("/etc/asterisk", "/var/spool/asterisk", "/var/lib/asterisk", "/proc", "/dev"):
+        assert point in mounts, sorted(mounts)
+        if point.startswith(("/etc", "/var")):
+            assert "rw" in mounts[point]
+
+
+async def test_ari_answers_with_asterisk_22(ari: AriClient) -> None:
+    info = await ari.get("/asterisk/info")
+    assert re.match(r"22\.\d+", info["system"]["version"]), info["system"]
+    assert await ari.get("/asterisk/ping")
+
+
+async def test_required_modules_are_running(asterisk: Sandbox, ari: AriClient) -> None:
+    modules = {m["name"]: m["status"] for m in await ari.get("/asterisk/modules")}
+    missing = [name for name in REQUIRED_MODULES if modules.get(name) != "Running"]
+    assert not missing, f"not running: {missing}"
+    assert "res_ari_channels.so" in asterisk.cli("module show like res_ari_")
+
+
+async def test_endpoints_and_dialplan_are_loaded(asterisk: Sandbox, ari: AriClient) -> None:
+    endpoints = {e["resource"] for e in await ari.get("/endpoints/PJSIP")}
+    assert {"tester", "phone"} <= endpoints
+    route = asterisk.cli("dialplan show voicebot")
+    assert "Stasis(${VOICEBOT_APP},${ARG1},${ARG2})" in route
+    assert "STASISSTATUS" in route
+    assert "profile=sales" in asterisk.cli("dialplan show 101@from-tester")
+    assert await ari.get_global("VOICEBOT_APP") == "voicebot"
+
+
+def test_second_sandbox_on_the_same_ports_is_refused(asterisk: Sandbox, tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match=r"already in use: 127\.0\.0\.1:8088"):
+        Sandbox(tmp_path / "second").start()
+
+
+def test_parallel_sandbox_starts_and_stops_without_leftovers(
+    asterisk: Sandbox, tmp_path: Path
+) -> None:
+    """A second run with its own ports and state; stop leaves no process or mount."""
+    ports = {"8088": "8188", "5060": "5160", "5070": "5170"}
+
+    def moved(name: str) -> str:
+        text = (CONF_DIR / name).read_text()
+        for old, new in ports.items():
+            text = text.replace(f":{old}", f":{new}").replace(f"bindport={old}", f"bindport={new}")
+        return text
+
+    extra = {name: moved(name) for name in ("http.conf", "pjsip.conf", "pjsip_rig.conf")}
+    state = tmp_path / "parallel"
+    box = Sandbox(state, extra_conf=extra, die_with_parent=True)
+    with box:
+        pid = box.pid
+        assert pid is not None
+        assert box.ari_url == "http://127.0.0.1:8188"
+        assert box.ari("GET", "/asterisk/ping")["ping"] == "pong"
+        assert box.startup_problems == []
+        # Its state is its own: the two AstDBs are different files.
+        assert box.host_path("/var/lib/asterisk") != asterisk.host_path("/var/lib/asterisk")
+    assert not box.running
+    assert not Path(f"/proc/{pid}").exists()
+    root = str(state / "root")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                assert not os.readlink(proc / "root").startswith(root), f"pid {proc.name}"
+            except OSError:
+                pass
+    assert root not in Path("/proc/self/mountinfo").read_text()
+    assert asterisk.running  # the session's sandbox is untouched
+
+
+# -- calls -------------------------------------------------------------------------------
+
+
+async def test_phone_call_reaches_stasis_as_tester_and_hears_the_tone(
+    asterisk: Sandbox, ari: AriClient
+) -> None:
+    tone = make_tone(asterisk.shared_dir / "tone-1k.wav", 1000, TONE_SECONDS)
+    heard = asterisk.shared_dir / "heard-stasis.wav"
+    async with ari.events("voicebot") as events:
+        await call_pbx(
+            ari, "100", Script(record=asterisk.inside_path(heard), wait=15), rig_id="stasis"
+        )
+        start = await events.next("StasisStart", _is_pbx_side)
+        channel = start["channel"]
+        assert start["args"] == ["100", ""]
+        assert channel["caller"]["number"] == "tester"
+        assert channel["dialplan"]["exten"] == "s"  # inside Gosub(voicebot,s,1(100))
+        tester = await ari.get("/endpoints/PJSIP/tester")
+        assert channel["id"] in tester["channel_ids"]
+        names = [c["name"] for c in await ari.channels()]
+        assert any(n.startswith("PJSIP/phone-") for n in names), names
+
+        await ari.post(f"/channels/{channel['id']}/answer")
+        playback = await ari.post(f"/channels/{channel['id']}/play", media=_sound(asterisk, tone))
+        await events.next(
+            "PlaybackFinished", lambda e: e["playback"]["id"] == playback["id"], timeout=15
+        )
+        await ari.hangup(channel["id"])
+        await events.next("StasisEnd", _is_pbx_side)
+
+    result = await wait_rig_done(ari, "stasis")
+    assert result["state"] == "done"
+    await wait_no_channels(ari)
+    stats = analyse(await wait_recording(heard))
+    assert abs(stats.dominant_hz - 1000) < 15, stats
+    assert abs(stats.active - TONE_SECONDS) < 0.3, stats
+    assert stats.rms_dbfs > -20, stats
+
+
+async def test_profile_extension_passes_its_argument(ari: AriClient) -> None:
+    async with ari.events("voicebot") as events:
+        await call_pbx(ari, "101", Script(wait=15), rig_id="profile")
+        start = await events.next("StasisStart", _is_pbx_side)
+        assert start["args"] == ["101", "profile=sales"]
+        await ari.post(f"/channels/{start['channel']['id']}/answer")
+        await ari.hangup(start["channel"]["id"])
+    result = await wait_rig_done(ari, "profile")
+    assert result["state"] == "done"
+    await wait_no_channels(ari)
+
+
+async def test_without_the_app_the_caller_hears_the_sorry_prompt(
+    asterisk: Sandbox, ari: AriClient
+) -> None:
+    apps = [a["name"] for a in await ari.get("/applications")]
+    assert "voicebot" not in apps, "a voicebot app is connected; the fallback cannot run"
+    heard = asterisk.shared_dir / "heard-fallback.wav"
+    await call_pbx(ari, "100", Script(record=asterisk.inside_path(heard), wait=20), rig_id="nobot")
+    await wait_rig_done(ari, "nobot", timeout=25)
+    await wait_no_channels(ari)
+    prompt = gsm_duration(asterisk.host_path(PROMPT))
+    stats = analyse(await wait_recording(heard))
+    assert abs(stats.duration - prompt) < 0.6, (stats, prompt)
+    assert stats.active > prompt / 2, (stats, prompt)
+    assert stats.rms_dbfs > -40, stats
+    log = asterisk.log_path.read_text()
+    assert "Stasis app 'voicebot' unavailable (STASISSTATUS=FAILED)" in log
+
+
+async def test_echo_returns_what_the_phone_plays(asterisk: Sandbox, ari: AriClient) -> None:
+    tone = make_tone(asterisk.shared_dir / "tone-440.wav", 440, TONE_SECONDS)
+    heard = asterisk.shared_dir / "heard-echo.wav"
+    script = Script(
+        record=asterisk.inside_path(heard),
+        play=asterisk.inside_path(tone.with_suffix("")),
+        wait=0.5,
+    )
+    await call_pbx(ari, "rig-echo", script, rig_id="echo")
+    result = await wait_rig_done(ari, "echo")
+    assert result["played"] == "SUCCESS"
+    await wait_no_channels(ari)
+    stats = analyse(await wait_recording(heard))
+    assert abs(stats.dominant_hz - 440) < 10, stats
+    assert abs(stats.active - TONE_SECONDS) < 0.4, stats
+
+
+async def test_pbx_plays_a_shared_file_without_a_controller(
+    asterisk: Sandbox, ari: AriClient
+) -> None:
+    make_tone(asterisk.shared_dir / "tone_600.wav", 600, 1.0)
+    heard = asterisk.shared_dir / "heard-play.wav"
+    await call_pbx(
+        ari, "rig-play-tone_600", Script(record=asterisk.inside_path(heard), wait=10), rig_id="play"
+    )
+    await wait_rig_done(ari, "play")  # the PBX hangs up after playing
+    await wait_no_channels(ari)
+    stats = analyse(await wait_recording(heard))
+    assert abs(stats.dominant_hz - 600) < 10, stats
+    assert abs(stats.active - 1.0) < 0.3, stats
+
+
+async def test_dtmf_both_ways(ari: AriClient) -> None:
+    async with ari.events("voicebot") as events:
+        await call_pbx(
+            ari, "100", Script(dtmf="123#", read=2, read_timeout=5, wait=1), rig_id="dtmf"
+        )
+        start = await events.next("StasisStart", _is_pbx_side)
+        channel_id = start["channel"]["id"]
+        await ari.post(f"/channels/{channel_id}/answer")
+        digits = [
+            (await events.next("ChannelDtmfReceived", _is_pbx_side))["digit"] for _ in range(4)
+        ]
+        assert digits == ["1", "2", "3", "#"]
+        await ari.post(f"/channels/{channel_id}/dtmf", dtmf="42", between=200)
+        result = await wait_rig_done(ari, "dtmf")
+        await events.next("StasisEnd", _is_pbx_side)
+    assert result["digits"] == "42"
+    await wait_no_channels(ari)
+
+
+async def test_pbx_calls_the_phone(asterisk: Sandbox, ari: AriClient) -> None:
+    """Outbound: the PBX dials PJSIP/tester; the rig's phone answers, plays, records."""
+    tone_1k = make_tone(asterisk.shared_dir / "tone-1k.wav", 1000, TONE_SECONDS)
+    tone_440 = make_tone(asterisk.shared_dir / "tone-440.wav", 440, TONE_SECONDS)
+    heard = asterisk.shared_dir / "heard-outbound.wav"
+    await set_phone_script(
+        ari,
+        Script(
+            record=asterisk.inside_path(heard),
+            play=asterisk.inside_path(tone_440.with_suffix("")),
+            wait=10,
+        ),
+        rig_id="outbound",
+    )
+    async with ari.events("voicebot") as events:
+        await ari.post(
+            "/channels", endpoint="PJSIP/tester", app="voicebot", appArgs="outbound", timeout=10
+        )
+        start = await events.next("StasisStart", _is_pbx_side)
+        channel_id = start["channel"]["id"]
+        assert start["args"] == ["outbound"]
+        assert start["channel"]["state"] == "Up"
+        phone = await ari.get("/endpoints/PJSIP/phone")
+        assert phone["channel_ids"], "the call did not arrive as endpoint phone"
+
+        # The agent side records what the phone plays, then plays its own tone.
+        await ari.post(
+            f"/channels/{channel_id}/record",
+            name="rig-outbound",
+            format="wav",
+            maxDurationSeconds=2,
+            ifExists="overwrite",
+        )
+        await events.next("RecordingFinished", timeout=10)
+        playback = await ari.post(f"/channels/{channel_id}/play", media=_sound(asterisk, tone_1k))
+        await events.next(
+            "PlaybackFinished", lambda e: e["playback"]["id"] == playback["id"], timeout=15
+        )
+        await ari.hangup(channel_id)
+
+    result = await wait_rig_done(ari, "outbound")
+    assert result["played"] == "SUCCESS"
+    await wait_no_channels(ari)
+    agent_heard = asterisk.host_path("/var/spool/asterisk/recording/rig-outbound.wav")
+    stats = analyse(await wait_recording(agent_heard))
+    assert abs(stats.dominant_hz - 440) < 10, stats
+    stats = analyse(await wait_recording(heard))
+    assert abs(stats.dominant_hz - 1000) < 15, stats
+
+
+async def test_busy_phone_rejects_the_pbx_call(ari: AriClient) -> None:
+    await set_phone_script(ari, answer="busy", rig_id="busy")
+    async with ari.events("voicebot") as events:
+        channel = await ari.post(
+            "/channels", endpoint="PJSIP/tester", app="voicebot", appArgs="busy", timeout=10
+        )
+        destroyed = await events.next(
+            "ChannelDestroyed", lambda e: e["channel"]["id"] == channel["id"]
+        )
+    assert destroyed["cause"] == 17, destroyed  # user busy
+    assert not events.of_type("StasisStart")
+    await wait_no_channels(ari)
+
+
+async def test_wait_for_reports_what_it_waited_for() -> None:
+    with pytest.raises(AssertionError, match="the impossible"):
+        await wait_for(lambda: False, 0.1, what="the impossible")
+    assert await wait_for(lambda: 42, 0.1) == 42

@@ -1,0 +1,230 @@
+"""docker-compose.yml, .env.example and asterisk/*.conf agree with each other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asterisk.sandbox import conf_sections
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+ASTERISK = ROOT / "asterisk"
+
+#: The settings the README documents for .env (controller/config.py aliases).
+DOCUMENTED = {
+    "ARI_URL",
+    "ARI_USER",
+    "ARI_PASSWORD",
+    "ARI_APP",
+    "REALTIME_URL",
+    "OPENAI_API_KEY",
+    "REALTIME_MODEL",
+    "REALTIME_VOICE",
+    "REALTIME_AUDIO",
+    "MEDIA_ADDRESS",
+    "MEDIA_PORTS",
+    "AGENT_INSTRUCTIONS",
+    "AGENT_GREETING",
+}
+#: Without these the controller cannot reach Asterisk or the model.
+REQUIRED = {
+    "ARI_URL",
+    "ARI_USER",
+    "ARI_PASSWORD",
+    "ARI_APP",
+    "REALTIME_URL",
+    "OPENAI_API_KEY",
+    "MEDIA_ADDRESS",
+    "MEDIA_PORTS",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for number, raw in enumerate(ENV_EXAMPLE.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line)
+        assert match, f".env.example:{number}: not NAME=value: {raw!r}"
+        name, value = match.groups()
+        assert name not in values, f".env.example:{number}: {name} set twice"
+        values[name] = value
+    return values
+
+
+def conf(name: str) -> dict[str, dict[str, str]]:
+    return dict(conf_sections((ASTERISK / name).read_text()))
+
+
+def _volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+    pairs = []
+    for volume in service.get("volumes", []):
+        assert isinstance(volume, str), f"long-form volume not expected: {volume!r}"
+        source, target = volume.split(":")[:2]
+        pairs.append((source, target))
+    return pairs
+
+
+# -- docker-compose.yml -------------------------------------------------------------
+
+
+def test_services_are_asterisk_and_controller_on_the_host_network(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"asterisk", "controller"}
+    for name, service in services.items():
+        assert service.get("network_mode") == "host", f"{name}: RTP must not cross Docker's NAT"
+        assert "ports" not in service, f"{name}: ports are meaningless with network_mode: host"
+
+
+def test_asterisk_is_built_from_the_asterisk_directory(compose: dict[str, Any]) -> None:
+    build = compose["services"]["asterisk"]["build"]
+    context = build if isinstance(build, str) else build["context"]
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    assert (ROOT / context).resolve() == ASTERISK
+    text = (ROOT / context / dockerfile).read_text()
+    assert re.search(r"^FROM debian:sid", text, re.M)
+    assert re.search(r"apt-get install .*asterisk", text.replace("\\\n", " "))
+    assert "COPY *.conf /etc/asterisk/" in text
+    assert "en_US_f_Allison en" in text  # the sounds/en link
+    assert '"-f"' in text  # foreground
+
+
+def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for source, target in _volumes(service):
+            path = (ROOT / source).resolve()
+            assert path.exists(), f"{name}: mounts missing {source}"
+            assert ROOT in path.parents or path == ROOT, f"{name}: mounts outside the repo"
+            assert target.startswith("/"), f"{name}: relative target {target}"
+
+
+def test_every_asterisk_conf_is_mounted_where_asterisk_reads_it(compose: dict[str, Any]) -> None:
+    mounted = dict(_volumes(compose["services"]["asterisk"]))
+    confs = sorted(p.name for p in ASTERISK.glob("*.conf"))
+    assert confs, "asterisk/ has no .conf files"
+    for name in confs:
+        source = f"./asterisk/{name}"
+        assert source in mounted, f"asterisk/{name} is not mounted"
+        assert mounted[source] == f"/etc/asterisk/{name}"
+
+
+def test_controller_runs_the_project_and_reads_dotenv(compose: dict[str, Any]) -> None:
+    controller = compose["services"]["controller"]
+    env_file = controller["env_file"]
+    assert env_file == ".env" or env_file == [".env"]
+    depends = controller["depends_on"]
+    assert "asterisk" in (depends if isinstance(depends, list) else list(depends))
+    command = controller["command"]
+    command = command if isinstance(command, str) else " ".join(command)
+    assert "ari-realtime run" in command
+    if "build" not in controller:
+        mounted = {source for source, _ in _volumes(controller)}
+        assert {"./pyproject.toml", "./controller"} <= mounted
+        assert "pip install" in command
+
+
+def test_dotenv_is_ignored_by_git() -> None:
+    patterns = (ROOT / ".gitignore").read_text().split()
+    assert ".env" in patterns or "/.env" in patterns
+
+
+# -- .env.example ----------------------------------------------------------------------
+
+
+def test_env_example_names_are_documented_and_complete(env_example: dict[str, str]) -> None:
+    unknown = set(env_example) - DOCUMENTED
+    assert not unknown, f"undocumented names in .env.example: {sorted(unknown)}"
+    missing = REQUIRED - set(env_example)
+    assert not missing, f"required names missing from .env.example: {sorted(missing)}"
+    assert env_example["OPENAI_API_KEY"] == "", "never ship a key in .env.example"
+
+
+def test_env_example_matches_the_asterisk_config(env_example: dict[str, str]) -> None:
+    http = conf("http.conf")["general"]
+    assert http["enabled"] == "yes"
+    assert env_example["ARI_URL"] == f"http://{http['bindaddr']}:{http['bindport']}"
+    user = conf("ari.conf")[env_example["ARI_USER"]]
+    assert user["type"] == "user"
+    assert user["password"] == env_example["ARI_PASSWORD"]
+    extensions = (ASTERISK / "extensions.conf").read_text()
+    assert f"VOICEBOT_APP={env_example['ARI_APP']}" in extensions
+
+
+def test_media_ports_do_not_overlap_asterisk_rtp(env_example: dict[str, str]) -> None:
+    rtp = conf("rtp.conf")["general"]
+    first, _, last = env_example["MEDIA_PORTS"].partition("-")
+    media = range(int(first), int(last or first) + 1)
+    asterisk = range(int(rtp["rtpstart"]), int(rtp["rtpend"]) + 1)
+    assert not set(media) & set(asterisk)
+
+
+def test_env_example_is_valid_settings(
+    env_example: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.config import load_settings
+
+    for name in DOCUMENTED:
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(ENV_EXAMPLE)
+    assert settings.ari_url == env_example["ARI_URL"]
+    assert settings.ari_app == env_example["ARI_APP"]
+    assert settings.media_ports == env_example["MEDIA_PORTS"]
+    assert settings.agent_instructions == env_example["AGENT_INSTRUCTIONS"]
+
+
+# -- asterisk/*.conf ---------------------------------------------------------------------
+
+
+def test_modules_conf_is_explicit_and_loads_what_ari_needs() -> None:
+    text = (ASTERISK / "modules.conf").read_text()
+    assert re.search(r"^autoload\s*=\s*no", text, re.M)
+    loads = set(re.findall(r"^load\s*=>?\s*(\S+)", text, re.M))
+    needed = {
+        "res_ari.so",
+        "res_websocket_client.so",  # res_ari needs it since 22.5
+        "res_rtp_multicast.so",  # chan_rtp needs it
+        "chan_rtp.so",
+        "codec_resample.so",
+        "app_stasis.so",
+        "chan_pjsip.so",
+        "res_pjsip_endpoint_identifier_user.so",
+    }
+    assert needed <= loads, sorted(needed - loads)
+
+
+def test_rig_endpoints_identify_each_other_by_user() -> None:
+    pbx = dict(conf_sections((ASTERISK / "pjsip.conf").read_text()))
+    rig = dict(conf_sections((ASTERISK / "pjsip_rig.conf").read_text()))
+    # conf_sections keeps the last section of a name; collect endpoints explicitly.
+    sections = conf_sections((ASTERISK / "pjsip.conf").read_text())
+    sections += conf_sections((ASTERISK / "pjsip_rig.conf").read_text())
+    endpoints = {name: v for name, v in sections if v.get("type") == "endpoint"}
+    tester, phone = endpoints["tester"], endpoints["phone"]
+    assert tester["context"] == "from-tester"
+    assert tester["identify_by"] == phone["identify_by"] == "username"
+    # Calls from the phone side present "tester", calls from the PBX "phone".
+    assert phone["from_user"] == "tester"
+    assert tester["from_user"] == "phone"
+    for endpoint in (tester, phone):
+        assert endpoint["direct_media"] == "no"
+        assert endpoint["dtmf_mode"] == "rfc4733"
+        assert endpoint["allow"] == "ulaw"
+    assert pbx["transport-udp"]["bind"] == "127.0.0.1:5060"
+    assert rig["transport-rig"]["bind"] == "127.0.0.1:5070"
+    assert "#tryinclude pjsip_rig.conf" in (ASTERISK / "pjsip.conf").read_text()
+    assert "#tryinclude extensions_rig.conf" in (ASTERISK / "extensions.conf").read_text()
