@@ -172,7 +172,13 @@ class Controller:
             self.dispatch(event)
 
     def dispatch(self, event: AriEvent) -> None:
-        """Route one event; never raises."""
+        """Route one event; never raises: one bad event must not stop the app."""
+        try:
+            self._dispatch(event)
+        except Exception:
+            log.exception("event handling failed %s", kv(type=event.type))
+
+    def _dispatch(self, event: AriEvent) -> None:
         channel = event_channel(event)
         if channel is None:
             return

@@ -49,6 +49,7 @@ from controller.ari.events import (
     ChannelHangupRequest,
     StasisEnd,
     StasisStart,
+    event_channel,
 )
 from controller.audio.resample import AudioConverter, converters_for
 from controller.call.bargein import BargeInGate, Decision, plan_truncation
@@ -208,7 +209,7 @@ class Call:
 
     def on_event(self, event: AriEvent) -> None:
         """An ARI event about one of this call's channels (never blocks)."""
-        channel = getattr(event, "channel", None)
+        channel = event_channel(event)
         if channel is None:
             return
         if channel.id == self.external_channel_id:

@@ -8,11 +8,17 @@ skips: if the sandbox cannot run, the tests fail with the reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from controller.app import Controller
+from controller.call.call import Call, CallContext
+from controller.config import load_settings
+from controller.modelserver import ModelServer, ServerConfig
+from tests.modelpeer.validate import validate_client_event, validate_server_event
 from tests.rig.ari import AriClient
 from tests.rig.audio import ensure_tools
 from tests.rig.sandbox import Sandbox, SandboxError, start_sandbox
@@ -57,3 +63,103 @@ async def ari(asterisk: Sandbox) -> AsyncIterator[AriClient]:
             yield client
         finally:
             await client.hangup_all()
+
+
+# --- the product under test: the local model server and the controller ----------------
+
+#: UDP ports the in-process controller binds for RTP (distinct from Asterisk's 20000+).
+MEDIA_PORTS = "41000-41199"
+
+
+@pytest.fixture
+async def model_server() -> AsyncIterator[ModelServer]:
+    """The local Realtime peer, validating every client event against openai's types.
+
+    It answers each caller turn with a 1 kHz tone of 1.5 s by default; tests
+    change ``model_server.config`` as they need. After the test, no event the
+    controller sent may have failed validation.
+    """
+    config = ServerConfig(reply="tone", tone_hz=1000.0, tone_ms=1500, transcript="A tone.")
+    server = ModelServer(
+        config, validator=validate_client_event, server_event_validator=validate_server_event
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    failures = [f for s in server.sessions for f in s.validation_failures]
+    assert not failures, f"events failed validation against openai's types: {failures}"
+
+
+def controller_env(asterisk: Sandbox, model_server: ModelServer, **extra: str) -> dict[str, str]:
+    """Settings (env names) for a controller wired to the sandbox and the model server."""
+    return {
+        "ARI_URL": asterisk.ari_url,
+        "ARI_USER": asterisk.ari_user,
+        "ARI_PASSWORD": asterisk.ari_password,
+        "ARI_APP": asterisk.ari_app,
+        "REALTIME_URL": model_server.url,
+        "OPENAI_API_KEY": "sk-test-not-a-real-key-0123456789",
+        "MEDIA_ADDRESS": "127.0.0.1",
+        "MEDIA_PORTS": MEDIA_PORTS,
+        **extra,
+    }
+
+
+class RunningController:
+    """An in-process controller serving the sandbox (see the ``start_controller`` fixture)."""
+
+    def __init__(self, controller: Controller, task: asyncio.Task[None]) -> None:
+        self.controller = controller
+        self.task = task
+        self.ended: list[Call] = []
+
+    async def stop(self) -> None:
+        self.controller.request_stop()
+        await asyncio.wait_for(self.task, 20)
+
+
+@pytest.fixture
+async def start_controller(
+    asterisk: Sandbox, model_server: ModelServer
+) -> AsyncIterator[Callable[..., Awaitable[RunningController]]]:
+    """``await start_controller(REALTIME_AUDIO="pcm24k", ...)`` runs a controller in this loop.
+
+    Every call it handles is kept in ``running.ended`` once it is over, so
+    tests can read transcripts and counters. Stopped after the test.
+    """
+    started: list[RunningController] = []
+
+    async def start(**settings: str) -> RunningController:
+        env = controller_env(asterisk, model_server, **settings)
+        config = load_settings(**env)
+        holder: list[RunningController] = []
+
+        def factory(context: CallContext) -> Call:
+            call = Call(context)
+            original = call.run
+
+            async def run() -> None:
+                try:
+                    await original()
+                finally:
+                    holder[0].ended.append(call)
+
+            call.run = run  # type: ignore[method-assign]
+            return call
+
+        controller = Controller(config, call_factory=factory)
+        task = asyncio.create_task(controller.run())
+        running = RunningController(controller, task)
+        holder.append(running)
+        started.append(running)
+        await asyncio.wait_for(controller.ready.wait(), 10)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            if not running.task.done():
+                await running.stop()
