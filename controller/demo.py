@@ -1,0 +1,191 @@
+"""``ari-realtime demo``: one real call through the whole product, then stop.
+
+It starts the sandboxed Asterisk 22 (``asterisk/sandbox.py``, so it needs a
+checkout of the repository and root), the local model server (a test peer
+that answers with a recorded sentence; it is not a model), and the
+controller. The rig's phone then places a real PJSIP call to extension 100
+and says a sentence made with espeak-ng. The demo prints the turns with
+their timings and writes what the caller heard to ``demo-out/caller-heard.wav``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import shutil
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+from controller.app import Controller
+from controller.call.call import Call, CallContext
+from controller.config import load_settings
+from controller.errors import ConfigError
+from controller.logs import setup_logging
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "demo-out"
+CALLER_TEXT = "Hello! Could you tell me when your shop opens tomorrow?"
+AGENT_TEXT = "Good morning! We open at nine tomorrow. Is there anything else?"
+
+
+def _say(text: str, path: Path, *, voice: str = "en-us", speed: int = 150) -> None:
+    """espeak-ng -> 8 kHz mono 16-bit WAV (what the phone plays)."""
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    raw.unlink()
+
+
+def _wav_seconds(path: Path) -> float:
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def _active_seconds(path: Path) -> float:
+    """Seconds of the recording louder than -40 dBFS (20 ms frames)."""
+    import numpy as np
+
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        rate = w.getframerate()
+    frame = rate // 50
+    usable = len(data) // frame * frame
+    if not usable:
+        return 0.0
+    frames = data[:usable].reshape(-1, frame).astype(np.float64)
+    rms = np.sqrt((frames**2).mean(axis=1)) / 32768.0
+    return float((rms > 10 ** (-40 / 20)).sum() * 0.02)
+
+
+async def _demo() -> int:
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            print(f"demo: {tool} is missing; run `make demo` (it installs it)", file=sys.stderr)
+            return 1
+    if not (REPO / "asterisk" / "sandbox.py").is_file():
+        print("demo: needs a checkout of the repository (asterisk/sandbox.py)", file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(REPO))
+    sandbox_mod: Any = importlib.import_module("asterisk.sandbox")
+    from controller.modelserver import ModelServer, ServerConfig
+
+    OUT.mkdir(exist_ok=True)
+    caller_wav, agent_wav = OUT / "caller-says.wav", OUT / "agent-says.wav"
+    _say(CALLER_TEXT, caller_wav)
+    _say(AGENT_TEXT, agent_wav, voice="en-gb")
+    print(f"demo: the caller will say: {CALLER_TEXT!r} ({_wav_seconds(caller_wav):.1f} s)")
+
+    box = sandbox_mod.Sandbox(Path("/var/tmp/ari-realtime/demo"), die_with_parent=True)
+    print("demo: starting the sandboxed Asterisk (first run builds it: about a minute)")
+    box.start()
+    server = ModelServer(
+        ServerConfig(
+            reply="file",
+            reply_file=str(agent_wav),
+            transcript=AGENT_TEXT,
+            input_transcript=CALLER_TEXT,
+        )
+    )
+    calls: list[Call] = []
+    try:
+        await server.start()
+        shared = Path(box.shared_dir)
+        shutil.copy(caller_wav, shared / "caller-says.wav")
+        heard_inside = box.inside_path(shared / "caller-heard.wav")
+        settings = load_settings(
+            ARI_URL=box.ari_url,
+            ARI_USER=box.ari_user,
+            ARI_PASSWORD=box.ari_password,
+            REALTIME_URL=server.url,
+            OPENAI_API_KEY="sk-demo-local-model-server",
+            MEDIA_PORTS="41900-41999",
+        )
+
+        def factory(context: CallContext) -> Call:
+            call = Call(context)
+            calls.append(call)
+            return call
+
+        controller = Controller(settings, call_factory=factory)
+        task = asyncio.create_task(controller.run())
+        await asyncio.wait_for(controller.ready.wait(), 10)
+        print(f"demo: controller registered Stasis app {settings.ari_app!r}; calling 100 over SIP")
+        t0 = time.monotonic()
+        await controller.ari.originate(
+            endpoint="PJSIP/100@phone",
+            context="rig-caller",
+            extension="s",
+            priority=1,
+            variables={
+                "RIG_ID": "demo",
+                "RIG_DELAY": "1",
+                "RIG_PLAY": box.inside_path(shared / "caller-says"),
+                "RIG_RECORD": heard_inside,
+                "RIG_WAIT": "7",
+            },
+        )
+        while time.monotonic() - t0 < 60:
+            await asyncio.sleep(0.2)
+            if calls and not controller.calls and not await controller.ari.list_channels():
+                break
+        controller.request_stop()
+        await asyncio.wait_for(task, 20)
+        _report(calls, server, shared / "caller-heard.wav", time.monotonic() - t0)
+        return 0 if calls and calls[0].transcript else 1
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()
+        box.stop()
+
+
+def _report(calls: list[Call], server: Any, heard: Path, wall: float) -> None:
+    print()
+    if not calls:
+        print("demo: no call reached the controller (see the log lines above)")
+        return
+    call = calls[0]
+    print(f"call {call.call_id}: {call.end_reason} after {call.elapsed:.1f} s")
+    for line in call.transcript:
+        print(f"  t={line.at:5.2f}s  {line.role:>6}: {line.text}")
+    for session in server.sessions:
+        for turn in session.turns:
+            print(
+                f"  model heard a turn of {turn.audio_ms / 1000:.2f} s at {turn.rms_dbfs:.0f} dBFS"
+            )
+    if heard.is_file():
+        OUT.mkdir(exist_ok=True)
+        target = OUT / "caller-heard.wav"
+        shutil.copy(heard, target)
+        print(
+            f"caller-side recording: {target} ({_wav_seconds(target):.1f} s, "
+            f"{_active_seconds(target):.1f} s of it audible)"
+        )
+    print(f"demo finished in {wall:.1f} s")
+
+
+def main(env_file: str | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    del env_file  # the demo wires its own settings to the sandbox
+    setup_logging("INFO")
+    logging.getLogger("controller.modelserver").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(_demo())
+    except ConfigError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
