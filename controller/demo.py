@@ -52,7 +52,7 @@ def _say(text: str, path: Path, *, voice: str = "en-us", speed: int = 150) -> No
 
 def _wav_seconds(path: Path) -> float:
     with wave.open(str(path)) as w:
-        return w.getnframes() / w.getframerate()
+        return float(w.getnframes()) / float(w.getframerate())
 
 
 def _active_seconds(path: Path) -> float:
