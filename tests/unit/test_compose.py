@@ -132,10 +132,12 @@ def test_controller_runs_the_project_and_reads_dotenv(compose: dict[str, Any]) -
     command = controller["command"]
     command = command if isinstance(command, str) else " ".join(command)
     assert "ari-realtime run" in command
-    if "build" not in controller:
-        mounted = {source for source, _ in _volumes(controller)}
-        assert {"./pyproject.toml", "./controller"} <= mounted
-        assert "pip install" in command
+    # The controller's image is the root Dockerfile, which installs the project.
+    assert controller["build"] == "."
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY controller" in dockerfile
+    assert "pip install" in dockerfile
+    assert 'CMD ["ari-realtime", "run"]' in dockerfile
 
 
 def test_dotenv_is_ignored_by_git() -> None:
