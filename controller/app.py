@@ -69,6 +69,8 @@ class Controller:
         self.calls: dict[str, Call] = {}
         self._by_channel: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The current events websocket (None between connections).
+        self.stream: AriEventStream | None = None
         #: Prefix of every bridge / channel id this app creates.
         self.id_prefix = f"{settings.ari_app}-"
         #: One clock drives every call's 20 ms playout (not a timer per call).
@@ -127,6 +129,7 @@ class Controller:
             backoff = 0.5
             while not self._stop.is_set():
                 stream = AriEventStream(self._ari, self.settings.ari_app)
+                self.stream = stream
                 try:
                     await stream.connect()
                     log.info("registered %s", kv(app=self.settings.ari_app))
@@ -145,6 +148,7 @@ class Controller:
                         await asyncio.wait_for(self._stop.wait(), backoff)
                     backoff = min(backoff * 2, 10.0)
                 finally:
+                    self.stream = None
                     await stream.close()
         finally:
             await self._end_all_calls()
@@ -181,6 +185,12 @@ class Controller:
     def _dispatch(self, event: AriEvent) -> None:
         channel = event_channel(event)
         if channel is None:
+            if event.type == "ApplicationReplaced":
+                log.error(
+                    "another connection registered Stasis app %r: new calls go there now; "
+                    "run one controller per ARI_APP",
+                    self.settings.ari_app,
+                )
             return
         call = self._by_channel.get(channel.id)
         if call is not None:
