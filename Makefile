@@ -27,6 +27,7 @@ e2e: bootstrap
 
 bench: bootstrap
 	$(PY) bench/bench_media.py
+	$(PY) bench/bench_realtime.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

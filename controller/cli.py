@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # model-server has its own parser; hand it the rest of the line untouched.
     if "model-server" in argv:
-        from controller.modelserver.server import main as model_server_main
+        from controller.modelserver import main as model_server_main
 
         code: int = model_server_main(argv[argv.index("model-server") + 1 :])
         return code

@@ -1,1 +1,43 @@
-"""A local server speaking the Realtime GA protocol: a test and demo peer, not a model."""
+"""A local server speaking the Realtime GA protocol: a test and demo peer, not a model.
+
+It answers on ``ws://HOST:PORT/v1/realtime`` with the GA event sequence, an
+energy VAD for turn detection and echo/tone/WAV replies, rejects what the real
+API rejects, and records everything a client sent for tests to assert on.
+
+From a test::
+
+    from controller.modelserver import ModelServer, ServerConfig
+
+    async with ModelServer(ServerConfig(reply="tone"), validator=hook) as server:
+        session = await connect_realtime(server.url, "test-key", "gpt-realtime")
+        ...
+        record = server.session  # SessionRecord: received, sent, turns, ...
+
+From the shell: ``ari-realtime model-server --reply echo`` (see :mod:`.command`).
+"""
+
+from controller.modelserver.command import configure_parser, main, run
+from controller.modelserver.config import (
+    ClientEventRejected,
+    ResponseRecord,
+    ScriptedCall,
+    ServerConfig,
+    SessionRecord,
+    TurnRecord,
+    Validator,
+)
+from controller.modelserver.server import ModelServer
+
+__all__ = [
+    "ClientEventRejected",
+    "ModelServer",
+    "ResponseRecord",
+    "ScriptedCall",
+    "ServerConfig",
+    "SessionRecord",
+    "TurnRecord",
+    "Validator",
+    "configure_parser",
+    "main",
+    "run",
+]
