@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from asterisk.sandbox import SHARED_DIR_INSIDE, Sandbox, SandboxError
+from asterisk.sandbox import CONF_DIR, SHARED_DIR_INSIDE, Sandbox, SandboxError
 
 __all__ = ["REQUIRED_MODULES", "SHARED_DIR_INSIDE", "Sandbox", "SandboxError", "start_sandbox"]
 
@@ -57,11 +58,57 @@ REQUIRED_MODULES = (
 )
 
 
+#: Port sets a test session may use: (ARI, PBX SIP, phone SIP, RTP start).
+#: The first whose ports are free wins, so a developer's own sandbox (or a
+#: second test run) on the default ports does not make the tests fail.
+PORT_SETS = tuple((8088 + o, 5060 + o, 5070 + o, 20000 + 5 * o) for o in (0, 200, 400, 600))
+
+
+def _free(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def moved_conf(http: int, pbx: int, phone: int, rtp: int) -> dict[str, str]:
+    """The repo's configs with the ports moved (``extra_conf`` for :class:`Sandbox`)."""
+    if (http, pbx, phone, rtp) == PORT_SETS[0]:
+        return {}
+    ports = {"8088": str(http), "5060": str(pbx), "5070": str(phone)}
+
+    def moved(name: str) -> str:
+        text = (CONF_DIR / name).read_text()
+        for old, new in ports.items():
+            text = text.replace(f":{old}", f":{new}").replace(f"bindport={old}", f"bindport={new}")
+        return text
+
+    extra = {name: moved(name) for name in ("http.conf", "pjsip.conf", "pjsip_rig.conf")}
+    rtp_conf = (CONF_DIR / "rtp.conf").read_text()
+    rtp_conf = rtp_conf.replace("rtpstart=20000", f"rtpstart={rtp}")
+    extra["rtp.conf"] = rtp_conf.replace("rtpend=20999", f"rtpend={rtp + 999}")
+    return extra
+
+
 def start_sandbox(state_dir: Path, **kwargs: object) -> Sandbox:
     """Start a sandbox for a test session (builds the root fs on first use).
 
-    Asterisk gets SIGTERM if the test process dies, so a killed run leaves
-    nothing behind. Raises :class:`SandboxError` with a one-line reason.
+    Uses the first set of ports in :data:`PORT_SETS` that is free. Asterisk
+    gets SIGTERM if the test process dies, so a killed run leaves nothing
+    behind. Raises :class:`SandboxError` with a one-line reason.
     """
-    box = Sandbox(state_dir, die_with_parent=True, **kwargs)  # type: ignore[arg-type]
+    chosen = PORT_SETS[0]
+    for ports in PORT_SETS:
+        http, pbx, phone, _ = ports
+        if (
+            _free(http, socket.SOCK_STREAM)
+            and _free(pbx, socket.SOCK_DGRAM)
+            and _free(phone, socket.SOCK_DGRAM)
+        ):
+            chosen = ports
+            break
+    extra = moved_conf(*chosen)
+    box = Sandbox(state_dir, die_with_parent=True, extra_conf=extra, **kwargs)  # type: ignore[arg-type]
     return box.start()
