@@ -112,6 +112,10 @@ INPUT_QUEUE_CHUNKS = 250
 EXTERNAL_MEDIA_TIMEOUT = 5.0
 #: Keys pressed within this pause are sent to the model as one message.
 DTMF_COLLECT_SECONDS = 0.8
+#: After the goodbye's last frame left our socket, the time Asterisk needs to
+#: pass it on to the caller (the mixing bridge works in 20 ms intervals); a
+#: hang-up or transfer sooner cuts the end of the goodbye.
+GOODBYE_TAIL_SECONDS = 0.1
 #: Error codes that are expected in a race and need no more than a debug line.
 QUIET_ERROR_CODES = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response"}
@@ -183,6 +187,9 @@ class Call:
         self._greeting_items: set[str] = set()
         self._pending_outputs: list[ConversationItemCreate] = []
         self._wants_response = False
+        #: Tool calls still running: their outputs go with the others, before
+        #: one response.create (a response can call several tools at once).
+        self._tools_running = 0
         self._gate = BargeInGate(self.settings.barge_in_min_ms, self.settings.protect_greeting)
         self._last_activity = time.monotonic()
         self._dtmf_digits = ""
@@ -312,9 +319,16 @@ class Call:
             async with asyncio.timeout(EXTERNAL_MEDIA_TIMEOUT):
                 await self._external_started
         except TimeoutError:
-            raise CallError(
-                f"externalMedia channel did not enter Stasis within {EXTERNAL_MEDIA_TIMEOUT:g}s"
-            ) from None
+            # The event may have been lost (e.g. the events websocket blipped):
+            # ask Asterisk where the channel is before giving up.
+            state = await ari.get_channel(self.external_channel_id)
+            where = state.dialplan.app_name if state.dialplan else ""
+            if where != "Stasis":
+                raise CallError(
+                    f"externalMedia channel did not enter Stasis within "
+                    f"{EXTERNAL_MEDIA_TIMEOUT:g}s (state {state.state}, app {where or '-'})"
+                ) from None
+            log.warning("externalMedia StasisStart not seen; channel is in Stasis, going on")
         await ari.add_channel(self.bridge_id, self.caller_channel_id, self.external_channel_id)
         log.info(
             "media up %s",
@@ -464,6 +478,7 @@ class Call:
         elif isinstance(event, ResponseFunctionCallArgumentsDone):
             # Act on arguments.done only; output_item.done repeats the same call.
             assert self._tasks is not None
+            self._tools_running += 1
             self._tasks.create_task(self._run_tool(event.name, event.arguments, event.call_id))
         elif isinstance(event, InputAudioTranscriptionDelta):
             self._caller_partial += event.delta
@@ -598,6 +613,8 @@ class Call:
         except ToolError as exc:
             result = tool_result(False, error=str(exc))
             log.info("tool refused %s", kv(call=self.call_id, tool=name, error=exc))
+        finally:
+            self._tools_running -= 1
         self.tool_calls.append((name, _safe_args(arguments), result))
         if self._ended.is_set() or self._handed_off:
             return
@@ -606,9 +623,15 @@ class Call:
         self._flush_outputs()
 
     def _flush_outputs(self) -> None:
-        """Send tool results, then one response.create, once no response is active."""
+        """Send tool results, then one response.create, once no response is active
+        and no tool is still running."""
         session = self._session
-        if session is None or self._active_response is not None or self._ended.is_set():
+        if (
+            session is None
+            or self._active_response is not None
+            or self._tools_running
+            or self._ended.is_set()
+        ):
             return
         outputs, self._pending_outputs = self._pending_outputs, []
         wants, self._wants_response = self._wants_response, False
@@ -632,6 +655,8 @@ class Call:
         while time.monotonic() < deadline:
             media = self._media
             if self._active_response is None and (media is None or media.playout.idle):
+                if media is not None:
+                    await asyncio.sleep(GOODBYE_TAIL_SECONDS)
                 return
             await asyncio.sleep(0.02)
         log.info("goodbye cut at the cap %s", kv(call=self.call_id, cap_s=cap))
