@@ -24,12 +24,34 @@ the greeting from interruption (``PROTECT_GREETING``). Either one means the
 controller, not the server, decides when to interrupt, so the session is
 configured with ``interrupt_response: false`` and the controller sends
 ``response.cancel`` itself.
+
+The model says when speech starts, but says it stopped only after its
+silence duration (500 ms by default): a 100 ms cough is still "speech" 300 ms
+later. So the gate also asks whether the caller is still loud right now (the
+controller checks the level of the caller's own audio with :func:`is_loud`,
+only while a decision is pending), and a cough that is over never interrupts.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+import numpy as np
+
+from controller.audio.g711 import ULAW_DECODE_TABLE
+
+#: A caller frame at or above this RMS level counts as the caller still talking.
+LOUD_DBFS = -45.0
+_LOUD_MEAN_SQUARE: float = (32768.0 * 10.0 ** (LOUD_DBFS / 20.0)) ** 2
+
+
+def is_loud(ulaw: bytes) -> bool:
+    """True when u-law audio is at or above :data:`LOUD_DBFS` (RMS)."""
+    if not ulaw:
+        return False
+    samples = ULAW_DECODE_TABLE[np.frombuffer(ulaw, dtype=np.uint8)].astype(np.float64)
+    return float(np.mean(samples * samples)) >= _LOUD_MEAN_SQUARE
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,11 @@ class BargeInGate:
         """True when the session may interrupt responses by itself."""
         return self.min_speech_ms == 0 and not self.protect_greeting
 
+    @property
+    def pending(self) -> bool:
+        """True while caller speech has started and no decision has been made."""
+        return self._speech_since is not None
+
     def speech_started(self, now: float, agent_speaking: bool, greeting: bool) -> Decision:
         """The model's VAD heard the caller start speaking at ``now`` (seconds)."""
         self._speech_since = now
@@ -95,13 +122,20 @@ class BargeInGate:
         """The caller stopped: speech shorter than the minimum never interrupts."""
         self._speech_since = None
 
-    def poll(self, now: float, agent_speaking: bool, greeting: bool) -> Decision:
-        """Ask again (each tick) while a decision is pending."""
+    def poll(
+        self, now: float, agent_speaking: bool, greeting: bool, caller_loud: bool = True
+    ) -> Decision:
+        """Ask again (each tick) while a decision is pending.
+
+        ``caller_loud``: the caller's audio is loud right now. Speech that has
+        lasted ``min_speech_ms`` interrupts only while it goes on; a cough that
+        is already over waits for ``speech_stopped`` and never interrupts.
+        """
         if self._speech_since is None or not agent_speaking:
             return Decision.IGNORE
         if greeting and self.protect_greeting:
             return Decision.IGNORE
-        if (now - self._speech_since) * 1000 >= self.min_speech_ms:
+        if caller_loud and (now - self._speech_since) * 1000 >= self.min_speech_ms:
             self._speech_since = None
             return Decision.INTERRUPT
         return Decision.WAIT

@@ -52,7 +52,7 @@ from controller.ari.events import (
     event_channel,
 )
 from controller.audio.resample import AudioConverter, converters_for
-from controller.call.bargein import BargeInGate, Decision, plan_truncation
+from controller.call.bargein import BargeInGate, Decision, is_loud, plan_truncation
 from controller.call.tools import (
     build_instructions,
     declarations,
@@ -110,6 +110,10 @@ INPUT_CHUNK_BYTES = 320
 INPUT_QUEUE_CHUNKS = 250
 #: How long to wait for the externalMedia channel's own StasisStart.
 EXTERNAL_MEDIA_TIMEOUT = 5.0
+#: While the barge-in gate waits, the caller counts as still talking if a loud
+#: frame of theirs arrived this recently (three frames; a dip between words
+#: only defers the decision to a later 20 ms poll).
+CALLER_LOUD_SECONDS = 0.06
 #: Keys pressed within this pause are sent to the model as one message.
 DTMF_COLLECT_SECONDS = 0.8
 #: After the goodbye's last frame left our socket, the time Asterisk needs to
@@ -166,6 +170,9 @@ class Call:
         self._to_dialplan = False
         self._caller_gone = False
         self._handed_off = False
+        #: The transfer target while the transfer request is under way: the
+        #: caller's StasisEnd may arrive before ARI answers the request.
+        self._transferring_to: str | None = None
         self._bridge_created = False
         self._external_created = False
         self._external_started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -191,6 +198,7 @@ class Call:
         #: one response.create (a response can call several tools at once).
         self._tools_running = 0
         self._gate = BargeInGate(self.settings.barge_in_min_ms, self.settings.protect_greeting)
+        self._caller_loud_at = 0.0  # last loud caller frame, tracked while the gate waits
         self._last_activity = time.monotonic()
         self._dtmf_digits = ""
         self._dtmf_flush: asyncio.TimerHandle | None = None
@@ -237,6 +245,8 @@ class Call:
     def on_caller_gone(self, reason: str) -> None:
         """The caller's channel is gone or left the app."""
         self._caller_gone = True
+        if self._transferring_to is not None:
+            reason = f"transferred to {self._transferring_to}"
         self.request_end(reason)
 
     def request_end(self, reason: str, *, to_dialplan: bool = False) -> None:
@@ -416,6 +426,8 @@ class Call:
 
     def _on_caller_audio(self, payload: bytes) -> None:
         """u-law from Asterisk (or filled silence), called per packet: keep it cheap."""
+        if self._gate.pending and is_loud(payload):
+            self._caller_loud_at = time.monotonic()
         pending = self._pending_input
         pending += payload
         if len(pending) < INPUT_CHUNK_BYTES:
@@ -552,8 +564,12 @@ class Call:
     async def _poll_gate(self) -> None:
         while True:
             await asyncio.sleep(0.02)
+            now = time.monotonic()
             decision = self._gate.poll(
-                time.monotonic(), self._agent_speaking(), self._greeting_playing()
+                now,
+                self._agent_speaking(),
+                self._greeting_playing(),
+                caller_loud=now - self._caller_loud_at <= CALLER_LOUD_SECONDS,
             )
             if decision is not Decision.WAIT:
                 self._apply(decision)
@@ -686,6 +702,7 @@ class Call:
             raise ToolError(f"cannot transfer to {name!r}; allowed targets are: {allowed}")
         await self._wait_for_goodbye()
         ari = self.context.controller.ari
+        self._transferring_to = name
         try:
             if target.endpoint is not None:
                 await ari.redirect(self.caller_channel_id, target.endpoint)
@@ -698,6 +715,7 @@ class Call:
                     label=target.label,
                 )
         except AriError as exc:
+            self._transferring_to = None
             raise ToolError(f"the transfer to {name} failed: {exc.args[0]}") from exc
         self._handed_off = True
         log.info("transferred %s", kv(call=self.call_id, target=name))

@@ -91,6 +91,29 @@ def make_tone(
     return write_wav(path, samples, rate)
 
 
+def make_tones(
+    path: str | Path,
+    parts: list[tuple[float, float]],
+    *,
+    rate: int = 8000,
+    amplitude: float = 0.5,
+) -> Path:
+    """Tones one after the other, ``parts`` = ``[(freq, seconds), ...]``, phase-continuous."""
+    chunks = []
+    phase = 0.0
+    for freq, seconds in parts:
+        n = int(round(seconds * rate))
+        chunks.append(phase + 2 * np.pi * freq * np.arange(n) / rate)
+        phase += 2 * np.pi * freq * n / rate
+    samples = amplitude * np.sin(np.concatenate(chunks))
+    fade = min(len(samples) // 2, int(0.005 * rate))
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade)
+        samples[:fade] *= ramp
+        samples[len(samples) - fade :] *= ramp[::-1]
+    return write_wav(path, samples, rate)
+
+
 def make_silence(path: str | Path, seconds: float, *, rate: int = 8000) -> Path:
     return write_wav(path, np.zeros(int(round(seconds * rate))), rate)
 
@@ -156,6 +179,32 @@ def dominant_frequency(samples: Samples, rate: int) -> float:
     return float((peak + offset) * rate / len(samples))
 
 
+def band_dbfs(samples: Samples, rate: int, freq: float, *, width: float = 40.0) -> float:
+    """Level (dBFS, RMS) of the part of ``samples`` within ``freq`` +- ``width`` Hz."""
+    n = len(samples)
+    if n < 2:
+        return dbfs(0.0)
+    spectrum = np.fft.rfft(samples)
+    power = np.abs(spectrum) ** 2 * 2 / n**2
+    bins = np.fft.rfftfreq(n, 1 / rate)
+    band = (bins >= freq - width) & (bins <= freq + width)
+    return dbfs(float(np.sqrt(np.sum(power[band]))))
+
+
+def frame_frequencies(
+    samples: Samples, rate: int, *, frame_ms: int = 40, threshold_dbfs: float = -40.0
+) -> npt.NDArray[np.float64]:
+    """The dominant frequency of each active (above ``threshold_dbfs``) frame, in order."""
+    size = max(16, rate * frame_ms // 1000)
+    count = len(samples) // size
+    out = [
+        dominant_frequency(frame, rate)
+        for frame in (samples[i * size : (i + 1) * size] for i in range(count))
+        if rms(frame) > 10 ** (threshold_dbfs / 20)
+    ]
+    return np.asarray(out, dtype=np.float64)
+
+
 def active_mask(
     samples: Samples, rate: int, *, threshold_dbfs: float = -40.0, frame_ms: int = 20
 ) -> npt.NDArray[np.bool_]:
@@ -166,6 +215,54 @@ def active_mask(
     levels = np.sqrt(np.mean(np.square(frames), axis=1)) if count else np.zeros(0)
     mask: npt.NDArray[np.bool_] = levels > 10 ** (threshold_dbfs / 20)
     return mask
+
+
+def tone_levels(
+    samples: Samples, rate: int, freq: float, *, frame_ms: int = 5
+) -> npt.NDArray[np.float64]:
+    """Per ``frame_ms`` frame: the level (dBFS of a sine) of the ``freq`` component.
+
+    One DFT bin per frame, so other tones whose period divides the frame
+    (e.g. 400, 600, 800, 1000 Hz in 5 ms frames) do not leak into it at all.
+    Good to a frame (5 ms) for where a tone starts and stops.
+    """
+    size = max(1, rate * frame_ms // 1000)
+    count = len(samples) // size
+    if not count:
+        return np.zeros(0)
+    frames = samples[: count * size].reshape(count, size)
+    probe = np.exp(-2j * np.pi * freq * np.arange(size) / rate)
+    amplitude = 2.0 * np.abs(frames @ probe) / size
+    levels: npt.NDArray[np.float64] = 20.0 * np.log10(np.maximum(amplitude, 1e-10))
+    return levels
+
+
+def tone_spans(
+    samples: Samples,
+    rate: int,
+    freq: float,
+    *,
+    threshold_dbfs: float = -30.0,
+    frame_ms: int = 5,
+    bridge_ms: int = 30,
+    min_ms: int = 15,
+) -> list[tuple[float, float]]:
+    """Where a ``freq`` tone is present: ``[(start_s, end_s), ...]`` in order.
+
+    Frames at or above ``threshold_dbfs`` count; gaps up to ``bridge_ms``
+    (a lost packet) do not split a span; spans shorter than ``min_ms`` (the
+    splatter of another sound starting abruptly) are left out.
+    """
+    loud = tone_levels(samples, rate, freq, frame_ms=frame_ms) >= threshold_dbfs
+    spans: list[tuple[float, float]] = []
+    step = frame_ms / 1000
+    for index in np.flatnonzero(loud).tolist():
+        start, end = index * step, (index + 1) * step
+        if spans and start - spans[-1][1] <= bridge_ms / 1000 + 1e-9:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return [(a, b) for a, b in spans if b - a >= min_ms / 1000 - 1e-9]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ The rig's phone is Asterisk calling itself over a second SIP transport:
   ``tester`` dialling EXTEN in context ``from-tester`` (100 and any number go
   to ``Stasis(voicebot,EXTEN)``, 101 to ``Stasis(voicebot,profile=sales)``,
   ``rig-echo``, ``rig-milliwatt`` and ``rig-play-NAME`` need no controller).
+- :func:`call_local` does the same from a Local channel (no SIP, no RTP:
+  silent stretches of its script send no frames at all).
 - :func:`set_phone_script` says what the phone does when the PBX calls
   ``PJSIP/tester`` (or ``PJSIP/NAME@tester``).
 
@@ -103,6 +105,36 @@ async def call_pbx(
         params["channelId"] = channel_id
     await reset_result(ari, rig_id)
     result: Event = await ari.post("/channels", {"variables": body_vars}, **params)
+    return result
+
+
+async def call_local(
+    ari: AriClient,
+    exten: str,
+    script: Script | None = None,
+    *,
+    rig_id: str,
+    context: str = "from-tester",
+    timeout: int = 30,
+) -> Event:
+    """Call the PBX's ``exten`` from a Local channel instead of SIP; returns ``;1``.
+
+    ``Local/EXTEN@CONTEXT;2`` runs the PBX's dialplan (so it is the caller the
+    controller sees); ``;1`` runs ``script`` once answered. Unlike a SIP phone
+    leg, a Local channel sends no frames at all while its script waits.
+    """
+    _check_id(rig_id, "rig_id")
+    body_vars = {"RIG_ID": rig_id, **(script or Script()).variables()}
+    await reset_result(ari, rig_id)
+    result: Event = await ari.post(
+        "/channels",
+        {"variables": body_vars},
+        endpoint=f"Local/{exten}@{context}",
+        context=CALLER_CONTEXT,
+        extension="s",
+        priority=1,
+        timeout=timeout,
+    )
     return result
 
 
