@@ -364,6 +364,8 @@ class Call:
                     )
                 )
             )
+        else:
+            self._flush_outputs()  # e.g. keys the caller pressed while we connected
 
     async def _channel_profile(self) -> str | None:
         """The profile from the ``ARI_REALTIME_PROFILE`` channel variable, if set."""
@@ -641,9 +643,8 @@ class Call:
     def _flush_outputs(self) -> None:
         """Send tool results, then one response.create, once no response is active
         and no tool is still running."""
-        session = self._session
         if (
-            session is None
+            not self._session_ready.is_set()
             or self._active_response is not None
             or self._tools_running
             or self._ended.is_set()
@@ -751,8 +752,9 @@ class Call:
     def _on_dtmf(self, digit: str) -> None:
         self._last_activity = time.monotonic()
         agent = self.agent
-        if agent is None or not agent.dtmf_to_model or self._session is None:
+        if agent is None or not agent.dtmf_to_model:
             return
+        # Keys pressed before the model is ready wait in _pending_outputs.
         self._dtmf_digits += digit
         if self._dtmf_flush is not None:
             self._dtmf_flush.cancel()

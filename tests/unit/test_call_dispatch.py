@@ -173,6 +173,7 @@ async def make_harness(settings: Settings) -> AsyncIterator[Harness]:
     assert warning is None
     session = FakeSession(timeline)
     call._session = cast(Any, session)
+    call._session_ready.set()
     async with asyncio.TaskGroup() as tasks:
         call._tasks = tasks
         yield Harness(call, controller.ari, session, timeline)
@@ -434,3 +435,34 @@ async def test_a_cough_under_barge_in_min_ms_never_interrupts_but_talking_does(
     assert cancel["response_id"] == "resp_1"
     truncate = next(e for e in h.session.sent if e["type"] == "conversation.item.truncate")
     assert (truncate["item_id"], truncate["audio_end_ms"]) == ("item_greeting", 0)
+
+
+# --- caller keys ------------------------------------------------------------------------
+
+
+def dtmf_event(digit: str) -> Any:
+    return parse_event(
+        {
+            "type": "ChannelDtmfReceived",
+            "digit": digit,
+            "duration_ms": 100,
+            "channel": {"id": CALLER, "name": "PJSIP/tester-00000001", "state": "Up"},
+        }
+    )
+
+
+async def test_keys_pressed_before_the_model_is_ready_are_delivered_once_it_is(
+    settings: Settings,
+) -> None:
+    async with make_harness(settings) as h:
+        h.call._session_ready.clear()  # the model session is still opening
+        for digit in "42#":  # '#' sends at once, without the 0.8 s pause
+            h.call.on_event(dtmf_event(digit))
+        await settle()
+        assert h.session.sent == []  # nothing can go out yet, and nothing is lost
+        h.call._session_ready.set()
+        h.call._flush_outputs()  # what set-up does once the session is ready
+        await settle()
+    sent = h.session.sent
+    assert [e["type"] for e in sent] == ["conversation.item.create", "response.create"]
+    assert sent[0]["item"]["content"][0]["text"] == "[The caller pressed the keys: 42#]"
