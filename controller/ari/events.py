@@ -9,7 +9,7 @@ version that adds events or fields never breaks a call.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -141,34 +141,20 @@ class UnknownEvent(_Event):
     type: str
 
 
-KnownEvent = Annotated[
-    StasisStart
-    | StasisEnd
-    | ChannelDtmfReceived
-    | ChannelHangupRequest
-    | ChannelDestroyed
-    | ChannelStateChange,
-    Field(discriminator="type"),
-]
-AriEvent = (
+_KnownEventUnion = (
     StasisStart
     | StasisEnd
     | ChannelDtmfReceived
     | ChannelHangupRequest
     | ChannelDestroyed
     | ChannelStateChange
-    | UnknownEvent
 )
+KnownEvent = Annotated[_KnownEventUnion, Field(discriminator="type")]
+AriEvent = _KnownEventUnion | UnknownEvent
 
+#: The event types that get their own class.
 _KNOWN_TYPES = frozenset(
-    {
-        "StasisStart",
-        "StasisEnd",
-        "ChannelDtmfReceived",
-        "ChannelHangupRequest",
-        "ChannelDestroyed",
-        "ChannelStateChange",
-    }
+    get_args(cls.model_fields["type"].annotation)[0] for cls in get_args(_KnownEventUnion)
 )
 _known_adapter: TypeAdapter[KnownEvent] = TypeAdapter(KnownEvent)
 

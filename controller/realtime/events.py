@@ -981,43 +981,8 @@ class UnknownEvent(BaseModel):
     data: dict[str, Any]
 
 
-_KnownServerEvent: TypeAlias = Annotated[
-    SessionCreated
-    | SessionUpdated
-    | ConversationCreated
-    | ConversationItemAdded
-    | ConversationItemDone
-    | ConversationItemCreated
-    | ConversationItemTruncated
-    | ConversationItemDeleted
-    | InputAudioBufferSpeechStarted
-    | InputAudioBufferSpeechStopped
-    | InputAudioBufferCommitted
-    | InputAudioBufferCleared
-    | InputAudioBufferTimeoutTriggered
-    | InputAudioTranscriptionDelta
-    | InputAudioTranscriptionCompleted
-    | InputAudioTranscriptionFailed
-    | ResponseCreated
-    | ResponseDone
-    | ResponseOutputItemAdded
-    | ResponseOutputItemDone
-    | ResponseContentPartAdded
-    | ResponseContentPartDone
-    | ResponseOutputAudioDelta
-    | ResponseOutputAudioDone
-    | ResponseOutputAudioTranscriptDelta
-    | ResponseOutputAudioTranscriptDone
-    | ResponseOutputTextDelta
-    | ResponseOutputTextDone
-    | ResponseFunctionCallArgumentsDelta
-    | ResponseFunctionCallArgumentsDone
-    | RateLimitsUpdated
-    | ErrorEvent,
-    Field(discriminator="type"),
-]
-
-ServerEvent: TypeAlias = (
+#: Every server event with a typed model, discriminated by ``type``.
+_KnownServerEventUnion: TypeAlias = (
     SessionCreated
     | SessionUpdated
     | ConversationCreated
@@ -1050,8 +1015,10 @@ ServerEvent: TypeAlias = (
     | ResponseFunctionCallArgumentsDone
     | RateLimitsUpdated
     | ErrorEvent
-    | UnknownEvent
 )
+_KnownServerEvent: TypeAlias = Annotated[_KnownServerEventUnion, Field(discriminator="type")]
+
+ServerEvent: TypeAlias = _KnownServerEventUnion | UnknownEvent
 
 _SERVER_EVENTS: TypeAdapter[_KnownServerEvent] = TypeAdapter(_KnownServerEvent)
 
