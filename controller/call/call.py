@@ -63,6 +63,7 @@ from controller.call.tools import (
 from controller.errors import (
     AriError,
     AriNotFound,
+    AriRealtimeError,
     CallError,
     RealtimeConnectionError,
     RealtimeError,
@@ -78,6 +79,7 @@ from controller.realtime.events import (
     InputAudioBufferSpeechStopped,
     InputAudioTranscriptionCompleted,
     InputAudioTranscriptionDelta,
+    InputAudioTranscriptionFailed,
     ResponseCancel,
     ResponseCreate,
     ResponseCreated,
@@ -272,7 +274,9 @@ class Call:
             pass
         except* AriNotFound:
             self.on_caller_gone("caller hung up during set-up")
-        except* (RealtimeError, AriError, CallError) as group:
+        except* AriRealtimeError as group:
+            # Expected failures (model unreachable, no free port, ARI refused):
+            # one warning line, and the caller goes back to the dialplan.
             exc = group.exceptions[0]
             log.warning("call failed %s", kv(call=self.call_id, error=exc))
             self.request_end(f"failed: {type(exc).__name__}", to_dialplan=True)
@@ -373,9 +377,7 @@ class Call:
             value = await self.context.controller.ari.get_variable(
                 self.caller_channel_id, "ARI_REALTIME_PROFILE"
             )
-        except AriNotFound:
-            return None
-        except AriError:
+        except AriError:  # 404 when the variable is unset: the usual case
             return None
         return value or None
 
@@ -496,9 +498,15 @@ class Call:
             self._tasks.create_task(self._run_tool(event.name, event.arguments, event.call_id))
         elif isinstance(event, InputAudioTranscriptionDelta):
             self._caller_partial += event.delta
+            log.debug("transcript delta %s", kv(call=self.call_id, role="caller", text=event.delta))
         elif isinstance(event, InputAudioTranscriptionCompleted):
-            self._caller_partial = ""
-            self._record("caller", event.transcript)
+            # Some servers send only deltas; the text so far then stands.
+            text, self._caller_partial = event.transcript or self._caller_partial, ""
+            self._record("caller", text)
+        elif isinstance(event, InputAudioTranscriptionFailed):
+            text, self._caller_partial = self._caller_partial, ""
+            log.info("caller transcription failed %s", kv(call=self.call_id, partial=text))
+            self._record("caller", text)
         elif isinstance(event, ResponseOutputAudioTranscriptDone):
             self._record("agent", event.transcript)
         elif isinstance(event, ResponseOutputAudioTranscriptDelta):

@@ -466,3 +466,35 @@ async def test_keys_pressed_before_the_model_is_ready_are_delivered_once_it_is(
     sent = h.session.sent
     assert [e["type"] for e in sent] == ["conversation.item.create", "response.create"]
     assert sent[0]["item"]["content"][0]["text"] == "[The caller pressed the keys: 42#]"
+
+
+# --- transcripts ------------------------------------------------------------------------
+
+
+def transcription(kind: str, **fields: Any) -> Any:
+    base = {"event_id": "event_1", "item_id": "item_u1", "content_index": 0}
+    return parse_server_event(
+        json.dumps(
+            {"type": f"conversation.item.input_audio_transcription.{kind}", **base, **fields}
+        )
+    )
+
+
+async def test_caller_transcripts_come_from_completed_or_else_the_deltas(
+    settings: Settings,
+) -> None:
+    async with make_harness(settings) as h:
+        call = h.call
+        call._on_model_event(transcription("delta", delta="ignored "))
+        call._on_model_event(transcription("completed", transcript="Opening hours?"))
+        for part in ("Is anyone ", "there?"):
+            call._on_model_event(transcription("delta", delta=part))
+        call._on_model_event(transcription("completed", transcript=""))
+        call._on_model_event(transcription("delta", delta="Hel"))
+        call._on_model_event(transcription("failed", error={"message": "no speech"}))
+        call._on_model_event(transcription("failed", error={"message": "no speech"}))
+    assert [(t.role, t.text) for t in h.call.transcript] == [
+        ("caller", "Opening hours?"),
+        ("caller", "Is anyone there?"),
+        ("caller", "Hel"),
+    ]
