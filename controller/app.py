@@ -56,9 +56,19 @@ class Controller:
         settings: validated settings.
         call_factory: builds the :class:`Call` for a new inbound channel
             (tests and the demo may pass their own).
+        agents: the parsed ``AGENTS_FILE`` (read from the settings if not given).
+
+    Raises:
+        ConfigError: ``AGENTS_FILE`` is missing or invalid.
     """
 
-    def __init__(self, settings: Settings, *, call_factory: CallFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        call_factory: CallFactory | None = None,
+        agents: AgentsFile | None = None,
+    ) -> None:
         self.settings = settings
         self._call_factory: CallFactory = call_factory or Call
         self._ari = AriClient(
@@ -76,9 +86,9 @@ class Controller:
         #: One clock drives every call's 20 ms playout (not a timer per call).
         self.clock = MediaClock()
         #: Profiles, transfer targets and custom tools (``AGENTS_FILE``).
-        self.agents: AgentsFile | None = (
-            load_agents_file(settings.agents_file) if settings.agents_file else None
-        )
+        self.agents: AgentsFile | None = agents
+        if agents is None and settings.agents_file:
+            self.agents = load_agents_file(settings.agents_file)
 
     @property
     def ari(self) -> AriClient:

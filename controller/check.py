@@ -15,9 +15,10 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import websockets
 
+from controller.agents import load_agents_file
 from controller.ari.rest import AriClient
 from controller.config import Settings, media_address_bindable
-from controller.errors import AriAuthError, AriConnectionError, AriError
+from controller.errors import AriAuthError, AriConnectionError, AriError, ConfigError
 
 #: Modules the controller cannot work without, with what each is for.
 REQUIRED_MODULES: dict[str, str] = {
@@ -54,6 +55,7 @@ async def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[CheckR
     """Run every check and return the results in order."""
     results: list[CheckResult] = []
     results.extend(await _check_ari(settings, timeout))
+    results.append(_check_agents(settings))
     results.append(_check_media(settings))
     results.append(await _check_model(settings, timeout))
     return results
@@ -141,6 +143,21 @@ async def _check_app(ari: AriClient, app: str) -> CheckResult:
         "ok",
         "app",
         f"Stasis app {app!r} is free; route calls to it with Stasis({app}) in the dialplan",
+    )
+
+
+def _check_agents(settings: Settings) -> CheckResult:
+    if not settings.agents_file:
+        return CheckResult("ok", "agents", "no AGENTS_FILE: every call gets the default agent")
+    try:
+        agents = load_agents_file(settings.agents_file)
+    except ConfigError as exc:
+        return CheckResult("FAIL", "agents", str(exc))
+    return CheckResult(
+        "ok",
+        "agents",
+        f"{settings.agents_file}: {len(agents.profiles)} profile(s), "
+        f"{len(agents.transfer_targets)} transfer target(s), {len(agents.tools)} custom tool(s)",
     )
 
 

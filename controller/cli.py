@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 
+from controller.agents import AgentsFile, load_agents_file
 from controller.config import Settings, load_settings
 from controller.errors import AriAuthError, ConfigError
 
@@ -51,10 +52,10 @@ def _secrets(settings: Settings) -> list[str]:
     ]
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
     from controller.app import Controller
 
-    controller = Controller(settings)
+    controller = Controller(settings, agents=agents)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, controller.request_stop)
@@ -65,9 +66,14 @@ def cmd_run(settings: Settings) -> int:
     """``ari-realtime run``."""
     from controller.logs import setup_logging
 
+    try:
+        agents = load_agents_file(settings.agents_file) if settings.agents_file else None
+    except ConfigError as exc:
+        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, _secrets(settings))
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, agents))
     except AriAuthError:
         print(
             f"ari-realtime: Asterisk rejected ARI user {settings.ari_user!r}; "

@@ -53,7 +53,9 @@ async def test_check_passes_against_the_sandbox(
     proc = await asyncio.to_thread(run_check, controller_env(asterisk, model_server))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ok = lines_of(proc, "ok")
-    assert set(ok) == {"ARI", "credentials", "modules", "app", "media", "model"}, proc.stdout
+    assert set(ok) == {"ARI", "credentials", "modules", "app", "agents", "media", "model"}, (
+        proc.stdout
+    )
     assert ok["ARI"].startswith("Asterisk 22.")
     assert "opened a session for gpt-realtime" in ok["model"]
     assert SECRET_KEY not in proc.stdout + proc.stderr
@@ -67,6 +69,7 @@ async def test_check_passes_against_the_sandbox(
         ({"ARI_PASSWORD": "wrong-password"}, "credentials", "Asterisk rejected ARI user"),
         ({"MEDIA_ADDRESS": "192.0.2.1"}, "media", "cannot bind UDP on MEDIA_ADDRESS=192.0.2.1"),
         ({"REALTIME_URL": "ws://127.0.0.1:1/v1/realtime"}, "model", "cannot reach the model"),
+        ({"AGENTS_FILE": "/nonexistent/agents.toml"}, "agents", "AGENTS_FILE: cannot read"),
     ],
 )
 async def test_check_names_each_failure(

@@ -120,3 +120,21 @@ def test_cli_reports_a_bad_setting_in_one_line_without_traceback() -> None:
         "http://127.0.0.1:8088 (got 'ftp://nowhere')"
     ]
     assert "sk-should-not-appear" not in proc.stderr
+
+
+def test_run_reports_a_bad_agents_file_in_one_line_without_traceback(tmp_path) -> None:
+    agents = tmp_path / "agents.toml"
+    agents.write_text('[profiles.sales]\ntools = ["fax"]\n')
+    env = {"AGENTS_FILE": str(agents), "PATH": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"ari-realtime: bad setting: AGENTS_FILE: {agents}: profile 'sales' lists unknown "
+        "tool 'fax'; known: hangup, send_dtmf, transfer"
+    ]
