@@ -309,9 +309,13 @@ class Call:
             self._on_caller_audio,
         )
         host, port = self._media.local_address
-        await ari.create_bridge(bridge_id=self.bridge_id, type="mixing", name=self.call_id)
+        # Mark before asking: if a failure elsewhere (the model) cancels set-up
+        # while the request is in flight, Asterisk may still create the
+        # resource, and teardown must delete it (a 404 there is harmless).
         self._bridge_created = True
+        await ari.create_bridge(bridge_id=self.bridge_id, type="mixing", name=self.call_id)
         controller.claim_channel(self.external_channel_id, self)
+        self._external_created = True
         external = await ari.external_media(
             app=settings.ari_app,
             external_host=f"{host}:{port}",
@@ -319,7 +323,6 @@ class Call:
             channel_id=self.external_channel_id,
             data=self.call_id,
         )
-        self._external_created = True
         variables = external.channelvars or {}
         remote_host = variables.get("UNICASTRTP_LOCAL_ADDRESS")
         remote_port = variables.get("UNICASTRTP_LOCAL_PORT")

@@ -18,7 +18,9 @@ import pytest
 
 from controller.modelserver import ModelServer
 from tests.e2e.conftest import controller_env
+from tests.e2e.test_rig import PROMPT
 from tests.rig.ari import AriClient
+from tests.rig.audio import analyse, gsm_duration, wait_recording
 from tests.rig.calls import Script, call_pbx, wait_rig_done
 from tests.rig.sandbox import Sandbox
 from tests.rig.wait import wait_for
@@ -187,3 +189,31 @@ async def test_run_answers_a_sip_call_and_leaves_nothing_behind(
     assert SECRET_KEY not in text
     assert asterisk.ari_password not in text
     assert "Traceback" not in text
+
+
+async def test_a_failed_model_hands_the_caller_back_to_the_dialplan(
+    asterisk: Sandbox, ari: AriClient, start_controller
+) -> None:
+    running = await start_controller(REALTIME_URL="ws://127.0.0.1:1/v1/realtime")
+    heard = asterisk.shared_dir / "heard-handed-back.wav"
+    await call_pbx(ari, "100", Script(record=asterisk.inside_path(heard), wait=20), rig_id="back")
+    await wait_for(lambda: running.ended, 15, what="the call to end")
+    call = running.ended[0]
+    assert call.end_reason == "failed: RealtimeConnectionError"
+    await wait_rig_done(ari, "back", timeout=25)
+
+    # The dialplan's handed_back branch ran: its log line and its prompt.
+    log = asterisk.log_path.read_text()
+    assert "back: failed_RealtimeConnectionError" in log
+    prompt = gsm_duration(asterisk.host_path(PROMPT))
+    stats = analyse(await wait_recording(heard))
+    assert stats.active > prompt / 2, (stats, prompt)
+
+    async def nothing_left() -> bool:
+        return not await ari.channels() and not await ari.get("/bridges")
+
+    await wait_for(
+        nothing_left,
+        10,
+        what=f"no channels and no bridges: {await ari.channels()} {await ari.get('/bridges')}",
+    )

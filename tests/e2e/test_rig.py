@@ -16,7 +16,13 @@ from asterisk.sandbox import CONF_DIR
 from tests.rig.ari import AriClient
 from tests.rig.audio import analyse, gsm_duration, make_tone, wait_recording
 from tests.rig.calls import Script, call_pbx, set_phone_script, wait_no_channels, wait_rig_done
-from tests.rig.sandbox import REQUIRED_MODULES, SHARED_DIR_INSIDE, Sandbox, SandboxError
+from tests.rig.sandbox import (
+    REQUIRED_MODULES,
+    SHARED_DIR_INSIDE,
+    Sandbox,
+    SandboxError,
+    moved_conf,
+)
 from tests.rig.wait import wait_for
 
 TONE_SECONDS = 2.0
@@ -88,24 +94,23 @@ async def test_endpoints_and_dialplan_are_loaded(asterisk: Sandbox, ari: AriClie
     assert await ari.get_global("VOICEBOT_APP") == "voicebot"
 
 
+def _session_ports(asterisk: Sandbox) -> tuple[int, int, int, int]:
+    """The port set the session's sandbox runs on (see tests/rig/sandbox.py)."""
+    offset = int(asterisk.ari_url.rsplit(":", 1)[1]) - 8088
+    return 8088 + offset, 5060 + offset, 5070 + offset, 20000 + 5 * offset
+
+
 def test_second_sandbox_on_the_same_ports_is_refused(asterisk: Sandbox, tmp_path: Path) -> None:
-    with pytest.raises(SandboxError, match=r"already in use: 127\.0\.0\.1:8088"):
-        Sandbox(tmp_path / "second").start()
+    http = _session_ports(asterisk)[0]
+    with pytest.raises(SandboxError, match=rf"already in use: 127\.0\.0\.1:{http}"):
+        Sandbox(tmp_path / "second", extra_conf=moved_conf(*_session_ports(asterisk))).start()
 
 
 def test_parallel_sandbox_starts_and_stops_without_leftovers(
     asterisk: Sandbox, tmp_path: Path
 ) -> None:
     """A second run with its own ports and state; stop leaves no process or mount."""
-    ports = {"8088": "8188", "5060": "5160", "5070": "5170"}
-
-    def moved(name: str) -> str:
-        text = (CONF_DIR / name).read_text()
-        for old, new in ports.items():
-            text = text.replace(f":{old}", f":{new}").replace(f"bindport={old}", f"bindport={new}")
-        return text
-
-    extra = {name: moved(name) for name in ("http.conf", "pjsip.conf", "pjsip_rig.conf")}
+    extra = moved_conf(8188, 5160, 5170, 20500)
     state = tmp_path / "parallel"
     box = Sandbox(state, extra_conf=extra, die_with_parent=True)
     with box:

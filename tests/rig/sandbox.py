@@ -66,6 +66,10 @@ PORT_SETS = tuple((8088 + o, 5060 + o, 5070 + o, 20000 + 5 * o) for o in (0, 200
 
 def _free(port: int, kind: socket.SocketKind) -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            # As Asterisk binds: connections of an earlier run lingering in
+            # TIME_WAIT do not make the port busy, a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -99,16 +103,22 @@ def start_sandbox(state_dir: Path, **kwargs: object) -> Sandbox:
     gets SIGTERM if the test process dies, so a killed run leaves nothing
     behind. Raises :class:`SandboxError` with a one-line reason.
     """
-    chosen = PORT_SETS[0]
+    error: SandboxError | None = None
     for ports in PORT_SETS:
         http, pbx, phone, _ = ports
-        if (
+        if not (
             _free(http, socket.SOCK_STREAM)
             and _free(pbx, socket.SOCK_DGRAM)
             and _free(phone, socket.SOCK_DGRAM)
         ):
-            chosen = ports
-            break
-    extra = moved_conf(*chosen)
-    box = Sandbox(state_dir, die_with_parent=True, extra_conf=extra, **kwargs)  # type: ignore[arg-type]
-    return box.start()
+            continue
+        extra = moved_conf(*ports)
+        box = Sandbox(state_dir, die_with_parent=True, extra_conf=extra, **kwargs)  # type: ignore[arg-type]
+        try:
+            return box.start()
+        except SandboxError as exc:
+            # Another sandbox took these ports between the check and the start.
+            if "already in use" not in str(exc):
+                raise
+            error = exc
+    raise error or SandboxError("asterisk sandbox: every port set in PORT_SETS is in use")
