@@ -91,7 +91,11 @@ async def _demo() -> int:
 
     box = sandbox_mod.Sandbox(Path("/var/tmp/ari-realtime/demo"), die_with_parent=True)
     print("demo: starting the sandboxed Asterisk (first run builds it: about a minute)")
-    box.start()
+    try:
+        box.start()
+    except sandbox_mod.SandboxError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     server = ModelServer(
         ServerConfig(
             reply="file",

@@ -102,8 +102,14 @@ def _session_ports(asterisk: Sandbox) -> tuple[int, int, int, int]:
 
 def test_second_sandbox_on_the_same_ports_is_refused(asterisk: Sandbox, tmp_path: Path) -> None:
     http = _session_ports(asterisk)[0]
-    with pytest.raises(SandboxError, match=rf"already in use: 127\.0\.0\.1:{http}"):
-        Sandbox(tmp_path / "second", extra_conf=moved_conf(*_session_ports(asterisk))).start()
+    second = Sandbox(
+        tmp_path / "second", extra_conf=moved_conf(*_session_ports(asterisk)), die_with_parent=True
+    )
+    try:
+        with pytest.raises(SandboxError, match=rf"already in use: 127\.0\.0\.1:{http}"):
+            second.start()
+    finally:
+        second.stop()  # never leave an Asterisk behind, even if it started
 
 
 def test_parallel_sandbox_starts_and_stops_without_leftovers(
