@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint unit e2e bench clean
+.PHONY: bootstrap demo test lint unit e2e bench bench-calls clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -28,6 +28,9 @@ e2e: bootstrap
 bench: bootstrap
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_realtime.py
+
+bench-calls: bootstrap
+	$(PY) bench/bench_calls.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

@@ -201,6 +201,8 @@ class Call:
         self._tools_running = 0
         self._gate = BargeInGate(self.settings.barge_in_min_ms, self.settings.protect_greeting)
         self._caller_loud_at = 0.0  # last loud caller frame, tracked while the gate waits
+        #: A barge-in decision is being polled: only then is the caller's level measured.
+        self._gate_polling = False
         self._last_activity = time.monotonic()
         self._dtmf_digits = ""
         self._dtmf_flush: asyncio.TimerHandle | None = None
@@ -433,7 +435,7 @@ class Call:
 
     def _on_caller_audio(self, payload: bytes) -> None:
         """u-law from Asterisk (or filled silence), called per packet: keep it cheap."""
-        if self._gate.pending and is_loud(payload):
+        if self._gate_polling and is_loud(payload):
             self._caller_loud_at = time.monotonic()
         pending = self._pending_input
         pending += payload
@@ -570,23 +572,28 @@ class Call:
     def _apply(self, decision: Decision) -> None:
         if decision is Decision.INTERRUPT:
             self._interrupt()
-        elif decision is Decision.WAIT:
+        elif decision is Decision.WAIT and not self._gate_polling:
             assert self._tasks is not None
+            self._gate_polling = True
+            self._caller_loud_at = time.monotonic()  # speech_started: the caller is talking
             self._tasks.create_task(self._poll_gate())
 
     async def _poll_gate(self) -> None:
-        while True:
-            await asyncio.sleep(0.02)
-            now = time.monotonic()
-            decision = self._gate.poll(
-                now,
-                self._agent_speaking(),
-                self._greeting_playing(),
-                caller_loud=now - self._caller_loud_at <= CALLER_LOUD_SECONDS,
-            )
-            if decision is not Decision.WAIT:
-                self._apply(decision)
-                return
+        try:
+            while True:
+                await asyncio.sleep(0.02)
+                now = time.monotonic()
+                decision = self._gate.poll(
+                    now,
+                    self._agent_speaking(),
+                    self._greeting_playing(),
+                    caller_loud=now - self._caller_loud_at <= CALLER_LOUD_SECONDS,
+                )
+                if decision is not Decision.WAIT:
+                    break
+        finally:
+            self._gate_polling = False
+        self._apply(decision)
 
     def _interrupt(self) -> None:
         """Stop the agent within one frame and tell the model what was heard."""

@@ -99,7 +99,10 @@ async def test_receives_from_asterisk_and_sends_back_from_the_same_socket():
         endpoint.set_remote(*peer.address)
         for seq in range(65533, 65539):  # across the sequence wrap
             peer.send_rtp(endpoint.local_address, seq, bytes([seq & 0xFF]) * 160)
-        await wait_for(lambda: len(got) == 6, "six payloads")
+        # The endpoint reads its socket only when polled (each media-clock tick).
+        await asyncio.sleep(0.05)
+        assert got == []
+        await wait_for(lambda: endpoint.poll() >= 0 and len(got) == 6, "six payloads")
         assert got == [bytes([s & 0xFF]) * 160 for s in range(65533, 65539)]
         snap = endpoint.stats.snapshot()
         assert (snap.received, snap.accepted, snap.lost, snap.foreign) == (6, 6, 0, 0)
@@ -134,7 +137,10 @@ async def test_foreign_packets_are_counted_not_delivered(caplog):
             for seq in range(5):
                 stranger.send_rtp(endpoint.local_address, seq, b"\x00" * 160)
             asterisk.send_rtp(endpoint.local_address, 1, b"\x01" * 160)
-            await wait_for(lambda: len(got) == 1 and endpoint.stats.foreign == 5, "packets")
+            await wait_for(
+                lambda: endpoint.poll() >= 0 and len(got) == 1 and endpoint.stats.foreign == 5,
+                "packets",
+            )
         assert got == [b"\x01" * 160]
         # Logged once, not per packet.
         assert sum("unexpected address" in r.getMessage() for r in caplog.records) == 1
@@ -157,7 +163,7 @@ async def test_comfort_noise_other_types_and_garbage_are_ignored():
         assert peer.transport is not None
         peer.transport.sendto(b"\x00\x01garbage", endpoint.local_address)
         peer.send_rtp(endpoint.local_address, 4, b"\x04" * 160)
-        await wait_for(lambda: len(got) == 2, "two payloads")
+        await wait_for(lambda: endpoint.poll() >= 0 and len(got) == 2, "two payloads")
         snap = endpoint.stats.snapshot()
         assert got == [b"\x01" * 160, b"\x04" * 160]
         assert (snap.comfort_noise, snap.other_payload_type, snap.parse_errors) == (1, 1, 1)
