@@ -42,7 +42,7 @@ from tests.rig.audio import (
     write_wav,
 )
 from tests.rig.audio import wait_recording as wait_wav
-from tests.rig.calls import Script, call_pbx, wait_rig_done
+from tests.rig.calls import Script, call_pbx, playable, wait_nothing_left, wait_rig_done
 from tests.rig.sandbox import Sandbox
 from tests.rig.wait import wait_for
 
@@ -87,11 +87,6 @@ def make_utterance(
     return write_wav(path, np.concatenate(parts))
 
 
-def playable(asterisk: Sandbox, host: Path) -> str:
-    """What ``Script(play=...)`` takes for a shared WAV: the inside path, no extension."""
-    return asterisk.inside_path(host.with_suffix(""))
-
-
 async def current_call(running: RunningController) -> Call:
     """The call the controller is serving (waits for it)."""
 
@@ -108,15 +103,6 @@ async def ended_call(running: RunningController, timeout: float = 15) -> Call:
     await wait_for(lambda: running.ended, timeout, what="the call to end")
     assert len(running.ended) == 1, running.ended
     return running.ended[0]
-
-
-async def nothing_left(ari: AriClient) -> None:
-    """No channel and no bridge remains in Asterisk."""
-
-    async def empty() -> bool:
-        return not await ari.channels() and not await ari.get("/bridges")
-
-    await wait_for(empty, 10, what="no channels and no bridges")
 
 
 async def heard(path: Path, timeout: float = 10) -> tuple[Any, int]:
@@ -228,7 +214,7 @@ async def test_barge_in_stops_the_agent_at_once_and_truncates_what_the_caller_he
     config.tone_hz = LATER_HZ  # the reply to the caller's turn sounds different
     await wait_rig_done(ari, "bargein", timeout=20)
     call = await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
     samples, rate = await heard(heard_path)
     sent, sent_rate = await heard(sent_path)
@@ -320,7 +306,7 @@ async def test_send_dtmf_reaches_the_caller_in_order(
     at = next(i for i, e in enumerate(events) if e["type"] == "conversation.item.create")
     assert events[at + 1]["type"] == "response.create"
     assert record.errors == []
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
 
 # --- 3. hangup -------------------------------------------------------------------------------
@@ -349,7 +335,7 @@ async def test_hangup_ends_the_call_after_the_goodbye_has_played(
     )
     result = await wait_rig_done(ari, "bye", timeout=20)
     call = await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
     assert call.end_reason == "agent hung up: said goodbye"
     assert result["state"] == "done"
@@ -411,7 +397,7 @@ async def test_transfer_lands_the_caller_in_the_target_extension(
     await call_pbx(ari, "100", Script(record=heard_inside, wait=12), rig_id="xfer")
     await wait_rig_done(ari, "xfer", timeout=20)  # the landing hangs up after its tone
     call = await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
     assert call.end_reason == "transferred to landing"
     landed = await ari.get_global("RIG_TRANSFER_LANDED")
@@ -463,7 +449,7 @@ async def test_transfer_to_an_unlisted_target_is_refused_and_the_call_goes_on(
     await ari.hangup(phone["id"])
     call = await ended_call(running)
     assert call.end_reason == "caller hung up"
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
 
 # --- 5. caller keys ------------------------------------------------------------------------------
@@ -491,7 +477,7 @@ async def test_caller_dtmf_reaches_the_model_as_a_message(
     )
     await wait_rig_done(ari, "callerkey", timeout=20)
     await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
 
 # --- 6. profiles --------------------------------------------------------------------------------
@@ -521,7 +507,7 @@ async def test_dialplan_profile_sets_instructions_and_voice(
         await model_server.wait_for_session(count, timeout=10)
         await wait_rig_done(ari, rig_id, timeout=15)
         await wait_for(lambda: len(running.ended) == count, 10, what="the call to end")  # noqa: B023
-        await nothing_left(ari)
+        await wait_nothing_left(ari)
 
     sales, plain = (s.session_updates[0] for s in model_server.sessions)
     assert sales["instructions"].startswith(
@@ -556,7 +542,7 @@ async def test_unknown_profile_falls_back_to_default_with_a_warning(
     assert update["audio"]["output"]["voice"] == "marin"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("unknown profile 'sales'" in w and "support" in w for w in warnings), warnings
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
 
 # --- barge-in settings --------------------------------------------------------------------------
@@ -584,7 +570,7 @@ async def test_protected_greeting_is_not_interrupted(
     model_server.config.tone_hz = LATER_HZ
     await wait_rig_done(ari, "protect", timeout=20)
     await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
     turn = record.session["audio"]["input"]["turn_detection"]
     assert turn["interrupt_response"] is False  # the controller decides
@@ -632,7 +618,7 @@ async def test_blip_under_barge_in_min_ms_does_not_interrupt_but_speech_does(
     model_server.config.tone_hz = LATER_HZ  # replies to the cough and the caller
     await wait_rig_done(ari, "blip", timeout=20)
     call = await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
 
     assert record.session["audio"]["input"]["turn_detection"]["interrupt_response"] is False
     starts = [e for e in record.sent if e["type"] == "input_audio_buffer.speech_started"]
@@ -682,7 +668,7 @@ async def test_silence_timeout_says_goodbye_and_hangs_up(
     )
     result = await wait_rig_done(ari, "quiet", timeout=20)
     call = await ended_call(running)
-    await nothing_left(ari)
+    await wait_nothing_left(ari)
     assert time.monotonic() - started < 10  # well before the phone's own 13 s
 
     assert call.end_reason == "nobody spoke for 3s"

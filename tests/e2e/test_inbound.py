@@ -21,7 +21,7 @@ from tests.e2e.conftest import controller_env
 from tests.e2e.test_rig import PROMPT
 from tests.rig.ari import AriClient
 from tests.rig.audio import analyse, gsm_duration, wait_recording
-from tests.rig.calls import Script, call_pbx, wait_rig_done
+from tests.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
 from tests.rig.sandbox import Sandbox
 from tests.rig.wait import wait_for
 
@@ -177,10 +177,7 @@ async def test_run_answers_a_sip_call_and_leaves_nothing_behind(
     end = await log.wait("StasisEnd", 'reason="caller hung up"', timeout=10)
     assert "rtp_received=" in end
 
-    async def nothing_left() -> bool:
-        return not await ari.channels() and not await ari.get("/bridges")
-
-    await wait_for(nothing_left, 10, what="no channels and no bridges after the call")
+    await wait_nothing_left(ari)
 
     run_command.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(run_command.wait(), 20) == 0
@@ -209,11 +206,4 @@ async def test_a_failed_model_hands_the_caller_back_to_the_dialplan(
     stats = analyse(await wait_recording(heard))
     assert stats.active > prompt / 2, (stats, prompt)
 
-    async def nothing_left() -> bool:
-        return not await ari.channels() and not await ari.get("/bridges")
-
-    await wait_for(
-        nothing_left,
-        10,
-        what=f"no channels and no bridges: {await ari.channels()} {await ari.get('/bridges')}",
-    )
+    await wait_nothing_left(ari)

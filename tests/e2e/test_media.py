@@ -44,7 +44,7 @@ from tests.rig.audio import (
     read_wav,
     wait_recording,
 )
-from tests.rig.calls import Script, call_local, call_pbx, wait_rig_done
+from tests.rig.calls import Script, call_local, call_pbx, playable, wait_nothing_left, wait_rig_done
 from tests.rig.sandbox import Sandbox
 from tests.rig.wait import wait_for
 
@@ -74,11 +74,6 @@ def shared(asterisk: Sandbox, name: str) -> tuple[Path, str]:
     host = asterisk.shared_dir / name
     host.unlink(missing_ok=True)
     return host, asterisk.inside_path(host)
-
-
-def play_path(asterisk: Sandbox, wav: Path) -> str:
-    """What ``Playback()`` takes for a shared WAV (inside path, no extension)."""
-    return asterisk.inside_path(wav.with_suffix(""))
 
 
 def media_up(call: Call) -> bool:
@@ -130,15 +125,6 @@ async def hang_up_after_reply(
     await wait_reply_played(server, call, min_ms=min_ms)
     await asyncio.sleep(TAIL_GRACE)  # see TAIL_GRACE; not an assertion
     assert await ari.hangup(phone["id"]), "the caller's phone was already gone"
-
-
-async def assert_nothing_left(ari: AriClient) -> None:
-    """No channel and no bridge anywhere in Asterisk (GET /channels, GET /bridges)."""
-
-    async def empty() -> bool:
-        return not await ari.channels() and not await ari.get("/bridges")
-
-    await wait_for(empty, 10, what="no channels and no bridges after the call")
 
 
 def assert_no_model_errors(server: ModelServer) -> None:
@@ -248,7 +234,7 @@ async def test_caller_speech_reaches_the_model_and_the_reply_reaches_the_caller(
     phone = await call_pbx(
         ari,
         "100",
-        Script(record=heard_inside, delay=1, play=play_path(asterisk, say), wait=15),
+        Script(record=heard_inside, delay=1, play=playable(asterisk, say), wait=15),
         rig_id=f"media_{mode}",
     )
     (call,) = await wait_calls(running, 1)
@@ -261,7 +247,7 @@ async def test_caller_speech_reaches_the_model_and_the_reply_reaches_the_caller(
     assert result["played"] == "SUCCESS"
     (ended,) = await wait_ended(running, 1)
     assert ended is call
-    await assert_nothing_left(ari)
+    await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
     # The model heard one turn: the caller's 1.5 s, loud.
@@ -326,7 +312,7 @@ async def test_three_calls_each_hear_only_their_own_reply(
     for exten, freq in freqs.items():
         wav = make_tone(asterisk.shared_dir / f"media-say-{int(freq)}.wav", freq, say_s)
         heard[exten], inside = shared(asterisk, f"media-heard-{exten}.wav")
-        script = Script(record=inside, delay=0.5, play=play_path(asterisk, wav), wait=20)
+        script = Script(record=inside, delay=0.5, play=playable(asterisk, wav), wait=20)
         phones[exten] = await call_pbx(ari, exten, script, rig_id=f"multi_{exten}")
     calls = {c.context.args[0]: c for c in await wait_calls(running, 3)}
     assert set(calls) == set(freqs)
@@ -356,7 +342,7 @@ async def test_three_calls_each_hear_only_their_own_reply(
         )
     )
     await wait_ended(running, 3)
-    await assert_nothing_left(ari)
+    await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
     problems = [
         r.getMessage()
@@ -422,7 +408,7 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     phone = await call_pbx(
         ari,
         "100",
-        Script(record=heard_inside, delay=4, play=play_path(asterisk, say), wait=15),
+        Script(record=heard_inside, delay=4, play=playable(asterisk, say), wait=15),
         rig_id="foreign",
     )
     (call,) = await wait_calls(running, 1)
@@ -446,7 +432,7 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     await hang_up_after_reply(ari, model_server, call, phone, min_ms=SAY_S * 1000)
     await wait_rig_done(ari, "foreign")
     await wait_ended(running, 1)
-    await assert_nothing_left(ari)
+    await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
     assert media.endpoint.stats.foreign == len(packets)
@@ -491,7 +477,7 @@ async def test_a_caller_sending_no_packets_still_gets_its_turn_ended(
     phone = await call_local(
         ari,
         "100",
-        Script(record=heard_inside, delay=1, play=play_path(asterisk, say), wait=15),
+        Script(record=heard_inside, delay=1, play=playable(asterisk, say), wait=15),
         rig_id="local",
     )
     (call,) = await wait_calls(running, 1)
@@ -499,7 +485,7 @@ async def test_a_caller_sending_no_packets_still_gets_its_turn_ended(
     await hang_up_after_reply(ari, model_server, call, phone, min_ms=REPLY_S * 1000)
     await wait_rig_done(ari, "local")
     await wait_ended(running, 1)
-    await assert_nothing_left(ari)
+    await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
     media = call._media
@@ -554,14 +540,14 @@ async def test_audio_before_the_model_is_ready_is_buffered_not_lost(
     phone = await call_pbx(
         ari,
         "100",
-        Script(record=heard_inside, play=play_path(asterisk, say), wait=20),
+        Script(record=heard_inside, play=playable(asterisk, say), wait=20),
         rig_id="early",
     )
     (call,) = await wait_calls(running, 1, timeout=15)
     await hang_up_after_reply(ari, model_server, call, phone, min_ms=1000)
     await wait_rig_done(ari, "early")
     await wait_ended(running, 1)
-    await assert_nothing_left(ari)
+    await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
     # The first audio reached the model only after the whole utterance was over.

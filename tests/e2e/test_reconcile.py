@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.e2e.conftest import RunningController
 from tests.rig.ari import AriClient
-from tests.rig.calls import Script, call_pbx, wait_rig_done
+from tests.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
 from tests.rig.sandbox import Sandbox
 from tests.rig.wait import wait_for
 
@@ -63,7 +63,4 @@ async def test_a_call_survives_the_events_websocket_dropping(
     await wait_for(lambda: running.ended, 10, what="the call to end")
     assert running.ended[0].end_reason == "caller hung up"
 
-    async def nothing_left() -> bool:
-        return not await ari.channels() and not await ari.get("/bridges")
-
-    await wait_for(nothing_left, 10, what="no channels and bridges")
+    await wait_nothing_left(ari)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+from asterisk.sandbox import Sandbox
 from tests.rig.ari import AriClient, Event
 from tests.rig.wait import wait_for
 
@@ -201,6 +203,21 @@ async def wait_rig_done(ari: AriClient, rig_id: str, timeout: float = 20.0) -> d
     result = await wait_for(done, timeout, what=f"rig call {rig_id} to end", interval=0.1)
     assert result is not None
     return result
+
+
+async def wait_nothing_left(ari: AriClient, timeout: float = 10.0) -> None:
+    """Wait until Asterisk has no channel and no bridge (GET /channels, GET /bridges)."""
+
+    async def empty() -> bool:
+        return not await ari.channels() and not await ari.get("/bridges")
+
+    await wait_for(empty, timeout, what="no channels and no bridges")
+
+
+def playable(asterisk: Sandbox, wav: Path) -> str:
+    """What ``Script(play=...)`` takes for a WAV in the shared directory:
+    the path inside Asterisk, without the extension."""
+    return asterisk.inside_path(wav.with_suffix(""))
 
 
 async def wait_no_channels(ari: AriClient, timeout: float = 10.0) -> None:
