@@ -542,7 +542,14 @@ class Call:
             log.debug("model error (expected) %s", kv(call=self.call_id, code=code))
             return
         log.warning(
-            "model error %s", kv(call=self.call_id, code=code or error.type, message=error.message)
+            "model error %s",
+            kv(
+                call=self.call_id,
+                code=code or error.type,
+                message=error.message,
+                param=error.param or "-",
+                event_id=error.event_id or "-",
+            ),
         )
         if code in RealtimeServerError.FATAL_CODES:
             self.request_end(f"model error {code}", to_dialplan=True)

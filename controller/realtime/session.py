@@ -205,7 +205,8 @@ class RealtimeSession:
     async def recv(self) -> ServerEvent:
         """The next server event.
 
-        ``error`` events are logged (code and message) and returned; unknown
+        ``error`` events are logged at DEBUG (the caller logs what matters) and
+        returned; unknown
         event types are logged at DEBUG and returned as ``UnknownEvent``.
 
         Raises:
@@ -221,8 +222,10 @@ class RealtimeSession:
         self.events_received += 1
         event = parse_server_event(data)
         if isinstance(event, ErrorEvent):
+            # DEBUG here: the session's user decides which errors matter (a
+            # call expects response_cancel_not_active after a barge-in race).
             err = event.error
-            log.warning(
+            log.debug(
                 "model server error: code=%s type=%s message=%s param=%s event_id=%s",
                 err.code,
                 err.type,
