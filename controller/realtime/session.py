@@ -205,9 +205,9 @@ class RealtimeSession:
     async def recv(self) -> ServerEvent:
         """The next server event.
 
-        ``error`` events are logged at DEBUG (the caller logs what matters) and
-        returned; unknown
-        event types are logged at DEBUG and returned as ``UnknownEvent``.
+        ``error`` events are logged at DEBUG (the caller logs what matters)
+        and returned; unknown event types are logged at DEBUG and returned as
+        ``UnknownEvent``.
 
         Raises:
             RealtimeConnectionError: the websocket closed (also after :meth:`close`).
