@@ -382,6 +382,9 @@ class MediaClock:
         self._snapshot: tuple[ClockSubscriber, ...] = ()
         self._errors: dict[int, int] = {}
         self._schedule: FrameSchedule | None = None
+        self._past_resyncs = 0
+        # Set when a subscriber registers: an idle clock sleeps until then.
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: Ticks run so far.
         self.ticks = 0
@@ -394,6 +397,7 @@ class MediaClock:
         """Tick ``subscriber`` from the next period on."""
         self._subscribers.append(subscriber)
         self._snapshot = tuple(self._subscribers)
+        self._wake.set()
 
     def unregister(self, subscriber: ClockSubscriber) -> None:
         """Stop ticking ``subscriber`` (no error if it is not registered)."""
@@ -415,6 +419,10 @@ class MediaClock:
         Must be called with an event loop running (the clock's grid starts
         on first use if :meth:`run` has not started yet).
         """
+        if not self._subscribers:
+            # The clock is idle (or about to be): start a fresh grid now
+            # rather than hand out deadlines from before it went to sleep.
+            self._reset_grid()
         grid = self._grid()
         return FrameSchedule(
             grid.start, self.period, max_burst=self.max_burst, first_index=grid.next_index
@@ -425,15 +433,25 @@ class MediaClock:
     @property
     def resyncs(self) -> int:
         """Stalls of the event loop long enough to make the clock skip ticks."""
-        return self._schedule.resyncs if self._schedule is not None else 0
+        current = self._schedule.resyncs if self._schedule is not None else 0
+        return self._past_resyncs + current
 
     async def run(self) -> None:
         """Tick the subscribers every period until cancelled."""
         loop = asyncio.get_running_loop()
-        schedule = self._grid()
         sleep = asyncio.sleep
         last_warning = -STALL_WARNING_INTERVAL
         while True:
+            if not self._snapshot:
+                # No call: sleep until one registers, so an idle controller
+                # does not wake 50 times a second for nothing.
+                self._wake.clear()
+                await self._wake.wait()
+                stale = self._schedule
+                if stale is not None and stale.next_deadline < loop.time():
+                    self._reset_grid()
+                continue
+            schedule = self._grid()
             # Sleep even when late (sleep(0) yields): an overloaded clock must
             # not starve the socket callbacks of the event loop.
             await sleep(max(schedule.next_deadline - loop.time(), 0.0))
@@ -447,8 +465,11 @@ class MediaClock:
                     "media clock stalled; skipped ticks instead of bursting %s",
                     kv(skipped_total=schedule.skipped_frames, resyncs=schedule.resyncs),
                 )
+            snapshot = self._snapshot
+            if not snapshot:
+                continue  # the last call left while we slept
             self.ticks += 1
-            for subscriber in self._snapshot:
+            for subscriber in snapshot:
                 try:
                     subscriber.tick(now)
                 except Exception:
@@ -472,6 +493,11 @@ class MediaClock:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
+
+    def _reset_grid(self) -> None:
+        if self._schedule is not None:
+            self._past_resyncs += self._schedule.resyncs
+        self._schedule = None
 
     def _grid(self) -> FrameSchedule:
         if self._schedule is None:

@@ -306,8 +306,19 @@ async def test_clock_unregister_and_restart():
         clock.unregister(recorder)  # idempotent
         count = len(recorder.ticks)
         ticks_before = clock.ticks
-        await wait_for(lambda: clock.ticks >= ticks_before + 3, "three more ticks")
+        # With nothing to tick, the clock sleeps: an idle controller costs nothing.
+        await asyncio.sleep(0.2)
+        assert clock.ticks == ticks_before
         assert len(recorder.ticks) == count
+        # A new subscriber wakes it on a fresh grid: no stall, no burst of ticks.
+        later = Recorder()
+        schedule = clock.new_schedule()
+        clock.register(later)
+        await wait_for(lambda: len(later.ticks) >= 3, "ticks after waking")
+        assert clock.resyncs == 0
+        # The new schedule shares the fresh grid: one frame per tick.
+        assert len(schedule.due(later.ticks[0])) == 1
+        assert len(schedule.due(later.ticks[2])) == 2
     finally:
         await clock.stop()
     await clock.stop()  # idempotent
