@@ -228,20 +228,37 @@ async def test_no_free_port_names_the_range():
         await RtpEndpoint.open(HOST, (port, port), lambda payload: None)
 
 
+def _taken_beside_a_free_port() -> tuple[socket.socket, int]:
+    """Hold a UDP port whose neighbour (port + 1) is free right now."""
+    for _ in range(50):
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        taken.bind((HOST, 0))
+        port = taken.getsockname()[1]
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((HOST, port + 1))
+        except (OSError, OverflowError):  # taken, or port 65535 has no neighbour
+            taken.close()
+            continue
+        finally:
+            probe.close()
+        return taken, port
+    raise AssertionError("no UDP port with a free neighbour found in 50 tries")
+
+
 async def test_port_search_skips_taken_ports():
-    with taken_ports(1) as (taken,):
+    taken_sock, taken = _taken_beside_a_free_port()
+    try:
         # A two-port range where one port is taken: every start offset lands on the free one.
-        candidates = (taken, taken + 1) if taken < 65535 else (taken - 1, taken)
         for seed in range(4):
-            try:
-                endpoint = await RtpEndpoint.open(
-                    HOST, candidates, lambda payload: None, rng=random.Random(seed)
-                )
-            except NoFreePortError:
-                pytest.skip("the neighbouring port is taken by something else")
-            assert endpoint.local_address[1] != taken
+            endpoint = await RtpEndpoint.open(
+                HOST, (taken, taken + 1), lambda payload: None, rng=random.Random(seed)
+            )
+            assert endpoint.local_address[1] == taken + 1
             endpoint.close()
             await endpoint.wait_closed()
+    finally:
+        taken_sock.close()
 
 
 async def test_address_not_on_this_host():
