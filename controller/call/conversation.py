@@ -1,0 +1,743 @@
+"""The conversation of one call: model events and the caller in, actions out (sans-I/O).
+
+Theory of operation
+-------------------
+:class:`Conversation` holds every decision of a call that is not I/O, in
+the style of h11 and websockets' ``Protocol``: the shell
+(:class:`~controller.call.call.Call`) feeds it inputs and carries out the
+actions each input returns, in order. It never awaits, opens a socket or
+reads a clock: ``now`` (seconds on any monotonic clock) is an argument of
+every input that needs it.
+
+Inputs:
+
+* :meth:`~Conversation.session_ready`: the model session is configured
+  (sends the greeting, or what waited for the session, e.g. keys);
+* :meth:`~Conversation.model_event`: one parsed server event;
+* :meth:`~Conversation.caller_dtmf`: a key the caller pressed;
+* :meth:`~Conversation.caller_loud`: a loud frame of the caller's own
+  audio, wanted only while :attr:`~Conversation.wants_caller_level`;
+* :meth:`~Conversation.interrupted`: what the playout discarded when it
+  carried out an :class:`Interrupt` (how much of each item was heard);
+* :meth:`~Conversation.tool_finished`: a :class:`RunTool` has a result;
+* :meth:`~Conversation.timer`: :attr:`~Conversation.next_timer` has come;
+* :meth:`~Conversation.stop`: the call is ending; nothing more is decided.
+
+Inputs that depend on what the caller hears take a :class:`Playback`: the
+playout's state at that moment.
+
+Actions (frozen dataclasses): :class:`Send` a client event to the model,
+:class:`Play` model audio for an item, :class:`EndItem`, :class:`Interrupt`
+the playout, :class:`RunTool` (ARI or HTTP work the shell does),
+:class:`EndCall`, and :class:`TranscriptLine` (log and record it).
+
+What it owns:
+
+* the response in progress and the responses cut off by barge-in (their
+  late deltas are dropped);
+* the greeting, and whether it is playing (``PROTECT_GREETING``);
+* tool calls: policy checks (is the tool on this call, are the digits
+  valid, is the transfer target allowed) and the outputs waiting for the
+  response to end: every output of a response goes before *one*
+  ``response.create``, sent once no response is active and no tool runs;
+* barge-in (see :mod:`controller.call.bargein`): the gate, the 20 ms polls
+  while it waits, truncation to what the caller heard;
+* the caller's keys, collected for :data:`DTMF_COLLECT_SECONDS`;
+* the goodbye before a hang-up or transfer: the agent's current speech is
+  allowed to finish playing (capped by ``HANGUP_GRACE_SECONDS``);
+* the limits (``MAX_CALL_SECONDS``, ``SILENCE_TIMEOUT_SECONDS``);
+* the transcript and the record of tool calls.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.agents import Agent
+from controller.call.bargein import BargeInGate, Decision, plan_truncation
+from controller.call.state import Outcome
+from controller.call.tools import parse_arguments, tool_result, validate_dtmf
+from controller.errors import RealtimeServerError, ToolError
+from controller.logs import kv
+from controller.realtime.events import (
+    ClientEvent,
+    ConversationItemCreate,
+    ConversationItemTruncate,
+    ErrorEvent,
+    InputAudioBufferSpeechStarted,
+    InputAudioBufferSpeechStopped,
+    InputAudioTranscriptionCompleted,
+    InputAudioTranscriptionDelta,
+    InputAudioTranscriptionFailed,
+    ResponseCancel,
+    ResponseCreate,
+    ResponseCreated,
+    ResponseDone,
+    ResponseFunctionCallArgumentsDone,
+    ResponseOutputAudioDelta,
+    ResponseOutputAudioDone,
+    ResponseOutputAudioTranscriptDone,
+    ResponseParams,
+    ServerEvent,
+)
+
+#: Keys pressed within this pause are sent to the model as one message.
+DTMF_COLLECT_SECONDS = 0.8
+#: How often a pending barge-in decision or a goodbye is looked at again.
+POLL_SECONDS = 0.02
+#: While the barge-in gate waits, the caller counts as still talking if a loud
+#: frame of theirs arrived this recently (three frames; a dip between words
+#: only defers the decision to a later poll).
+CALLER_LOUD_SECONDS = 0.06
+#: A goodbye's response is given this long to start before "quiet" counts.
+GOODBYE_START_SECONDS = 0.1
+#: After the goodbye's last frame left our socket, the time Asterisk needs to
+#: pass it on to the caller (the mixing bridge works in 20 ms intervals); a
+#: hang-up or transfer sooner cuts the end of the goodbye.
+GOODBYE_TAIL_SECONDS = 0.1
+#: A limit is checked again this often while the agent is still speaking.
+LIMIT_RECHECK_SECONDS = 0.5
+#: Error codes that are expected in a race and need no more than a debug line.
+QUIET_ERROR_CODES = frozenset(
+    {"response_cancel_not_active", "conversation_already_has_active_response"}
+)
+GREETING_INSTRUCTIONS = "Greet the caller now. Say exactly this, then wait for them: {greeting}"
+GOODBYE_INSTRUCTIONS = "Say a short, polite goodbye to the caller now."
+
+
+# --- inputs that describe the outside world ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Playback:
+    """The playout at one moment: is the agent audible, and which item plays."""
+
+    speaking: bool = False
+    current_item: str | None = None
+
+
+SILENT = Playback()
+
+
+@dataclass(frozen=True)
+class Heard:
+    """How much of one item the caller heard when playback was interrupted."""
+
+    item_id: str
+    played_ms: int
+    received_ms: int
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send this client event to the model (after any sent before it)."""
+
+    event: ClientEvent
+
+
+@dataclass(frozen=True)
+class Play:
+    """Queue the model's audio (in the session's output format) for an item."""
+
+    item_id: str
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class EndItem:
+    """The model finished sending an item's audio."""
+
+    item_id: str
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """Stop the agent's audio now; report what was discarded with
+    :meth:`Conversation.interrupted`."""
+
+
+@dataclass(frozen=True)
+class RunTool:
+    """Work only the shell can do (ARI, HTTP); answer with
+    :meth:`Conversation.tool_finished`.
+
+    ``name`` is ``send_dtmf`` (``arguments["digits"]`` validated),
+    ``transfer`` (``arguments["target"]`` allowed on this call), or an HTTP
+    tool of the agent.
+    """
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EndCall:
+    """End the call."""
+
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One utterance: ``at`` is seconds since the call started."""
+
+    at: float
+    role: str  # "caller" | "agent"
+    text: str
+
+
+Action = Send | Play | EndItem | Interrupt | RunTool | EndCall | TranscriptLine
+
+
+@dataclass
+class ToolCall:
+    """One function call of the model, as it is recorded."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    started: float
+    result: str = ""
+    refused: bool = False
+    finished: float | None = None
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    """What one call's conversation may do (from the agent and the settings)."""
+
+    greeting: str = ""
+    dtmf_to_model: bool = True
+    tools: frozenset[str] = frozenset()
+    transfer_targets: frozenset[str] = frozenset()
+    http_tools: frozenset[str] = frozenset()
+    barge_in_min_ms: int = 0
+    protect_greeting: bool = False
+    hangup_grace_seconds: float = 5.0
+    max_call_seconds: float = 0.0  # 0: no limit
+    silence_timeout_seconds: float = 0.0  # 0: no limit
+
+    @classmethod
+    def for_agent(
+        cls,
+        agent: Agent,
+        *,
+        barge_in_min_ms: int,
+        protect_greeting: bool,
+        hangup_grace_seconds: float,
+        max_call_seconds: float,
+        silence_timeout_seconds: float,
+    ) -> ConversationConfig:
+        """The conversation of a call served by ``agent``."""
+        return cls(
+            greeting=agent.greeting,
+            dtmf_to_model=agent.dtmf_to_model,
+            tools=frozenset(agent.tools),
+            transfer_targets=frozenset(agent.transfer_targets),
+            http_tools=frozenset(agent.http_tools),
+            barge_in_min_ms=barge_in_min_ms,
+            protect_greeting=protect_greeting,
+            hangup_grace_seconds=hangup_grace_seconds,
+            max_call_seconds=max_call_seconds,
+            silence_timeout_seconds=silence_timeout_seconds,
+        )
+
+
+@dataclass
+class _Goodbye:
+    """Waiting for the agent's current speech to finish, then ``then``."""
+
+    then: list[Action]
+    why: str
+    check_from: float  # the goodbye's response has had time to start
+    deadline: float  # HANGUP_GRACE_SECONDS
+    tail_until: float | None = None  # quiet: this much longer for Asterisk's bridge
+
+
+@dataclass
+class _Responses:
+    """The model's responses as far as this call is concerned."""
+
+    active: str | None = None
+    cancelled: set[str] = field(default_factory=set)
+    greeting_requested: bool = False
+    greeting: str | None = None
+    greeting_items: set[str] = field(default_factory=set)
+
+
+class Conversation:
+    """One call's conversation state; see the module docstring.
+
+    Args:
+        config: what this call may do.
+        now: the call's start on the clock every later ``now`` comes from.
+        log: where decisions are logged (a logger adapter carrying the call id).
+    """
+
+    def __init__(
+        self,
+        config: ConversationConfig,
+        *,
+        now: float,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.config = config
+        self.started = now
+        self._log = log
+        self._gate = BargeInGate(config.barge_in_min_ms, config.protect_greeting)
+        self._ready = False
+        self._stopped = False
+        self._responses = _Responses()
+        self._pending_outputs: list[ConversationItemCreate] = []
+        self._wants_response = False
+        self._tools_running: set[str] = set()
+        self._goodbye: _Goodbye | None = None
+        self._last_activity = now
+        self._limit_check_at: float | None = None
+        self._gate_poll_at: float | None = None
+        self._caller_loud_at = now
+        self._dtmf_digits = ""
+        self._dtmf_due: float | None = None
+        self._caller_partial = ""
+        #: Every utterance so far.
+        self.transcript: list[TranscriptLine] = []
+        #: Every function call of the model so far, in the order they came.
+        self.tool_calls: list[ToolCall] = []
+        #: Model audio items cut short by barge-in (a truncate was sent).
+        self.truncations = 0
+
+    # --- what the shell asks ------------------------------------------------------------
+
+    @property
+    def server_interrupts(self) -> bool:
+        """True when the session should interrupt responses itself
+        (``turn_detection.interrupt_response``)."""
+        return self._gate.server_interrupts
+
+    @property
+    def wants_caller_level(self) -> bool:
+        """True while a barge-in decision waits: report loud caller frames then."""
+        return self._gate_poll_at is not None
+
+    @property
+    def active_response(self) -> str | None:
+        """The id of the response the model is producing, if any."""
+        return self._responses.active
+
+    @property
+    def next_timer(self) -> float | None:
+        """When :meth:`timer` must be called next (None: no timer is pending)."""
+        if self._stopped:
+            return None
+        times = [
+            t
+            for t in (
+                self._dtmf_due,
+                self._gate_poll_at,
+                self._goodbye_check_at(),
+                self._limit_due(),
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def session_ready(self, now: float) -> list[Action]:
+        """The model session is configured: greet, or send what waited for it."""
+        self._ready = True
+        if self._stopped:
+            return []
+        greeting = self.config.greeting
+        if greeting:
+            self._responses.greeting_requested = True
+            params = ResponseParams(instructions=GREETING_INSTRUCTIONS.format(greeting=greeting))
+            return [Send(ResponseCreate(response=params))]
+        return self._flush_outputs()
+
+    def model_event(self, event: ServerEvent, now: float, playback: Playback) -> list[Action]:
+        """One event from the model server."""
+        if self._stopped:
+            return []
+        responses = self._responses
+        if isinstance(event, ResponseOutputAudioDelta):
+            if event.response_id in responses.cancelled:
+                return []
+            try:
+                audio = binascii.a2b_base64(event.delta)
+            except (binascii.Error, ValueError):
+                self._log.warning("model audio is not base64; delta skipped")
+                return []
+            if event.response_id == responses.greeting:
+                responses.greeting_items.add(event.item_id)
+            self._last_activity = now
+            return [Play(event.item_id, audio)]
+        if isinstance(event, ResponseOutputAudioDone):
+            if event.response_id in responses.cancelled:
+                return []
+            return [EndItem(event.item_id)]
+        if isinstance(event, InputAudioBufferSpeechStarted):
+            self._last_activity = now
+            decision = self._gate.speech_started(
+                now, self._agent_speaking(playback), self._greeting_playing(playback)
+            )
+            return self._apply(decision, now)
+        if isinstance(event, InputAudioBufferSpeechStopped):
+            self._last_activity = now
+            self._gate.speech_stopped()
+            return []
+        if isinstance(event, ResponseCreated):
+            responses.active = event.response.id
+            if responses.greeting_requested and responses.greeting is None:
+                responses.greeting = event.response.id
+            return []
+        if isinstance(event, ResponseDone):
+            return self._response_done(event)
+        if isinstance(event, ResponseFunctionCallArgumentsDone):
+            # Act on arguments.done only; output_item.done repeats the same call.
+            return self._function_call(event.call_id, event.name, event.arguments, now)
+        if isinstance(event, InputAudioTranscriptionDelta):
+            self._caller_partial += event.delta
+            return []
+        if isinstance(event, InputAudioTranscriptionCompleted):
+            # Some servers send only deltas; the text so far then stands.
+            text, self._caller_partial = event.transcript or self._caller_partial, ""
+            return self._utterance("caller", text, now)
+        if isinstance(event, InputAudioTranscriptionFailed):
+            text, self._caller_partial = self._caller_partial, ""
+            self._log.info("caller transcription failed %s", kv(partial=text))
+            return self._utterance("caller", text, now)
+        if isinstance(event, ResponseOutputAudioTranscriptDone):
+            return self._utterance("agent", event.transcript, now)
+        if isinstance(event, ErrorEvent):
+            return self._model_error(event)
+        return []
+
+    def caller_dtmf(self, digit: str, now: float) -> list[Action]:
+        """The caller pressed a key (``ChannelDtmfReceived``)."""
+        self._last_activity = now
+        if self._stopped or not self.config.dtmf_to_model:
+            return []
+        self._dtmf_digits += digit
+        # '#' ends an entry: send at once rather than after the pause.
+        self._dtmf_due = now if digit == "#" else now + DTMF_COLLECT_SECONDS
+        return []
+
+    def caller_loud(self, now: float) -> None:
+        """A frame of the caller's audio was loud (see :func:`bargein.is_loud`)."""
+        self._caller_loud_at = now
+
+    def interrupted(self, heard: Sequence[Heard]) -> list[Action]:
+        """What the playout discarded when it carried out an :class:`Interrupt`."""
+        actions: list[Action] = []
+        for cut in heard:
+            if cut.received_ms == 0:
+                continue  # no audio of it reached us: nothing to truncate
+            truncation = plan_truncation(cut.item_id, cut.played_ms, cut.received_ms, False)
+            if truncation is None:
+                continue
+            self.truncations += 1
+            self._log.info(
+                "barge-in %s", kv(item=truncation.item_id, heard_ms=truncation.audio_end_ms)
+            )
+            actions.append(
+                Send(
+                    ConversationItemTruncate(
+                        item_id=truncation.item_id, audio_end_ms=truncation.audio_end_ms
+                    )
+                )
+            )
+        return actions
+
+    def tool_finished(self, call_id: str, result: str, now: float, *, ok: bool) -> list[Action]:
+        """A :class:`RunTool` is done; ``result`` goes back to the model.
+
+        ``ok`` False records the call as refused (the result says why).
+        """
+        self._tools_running.discard(call_id)
+        record = next((t for t in self.tool_calls if t.call_id == call_id), None)
+        if record is not None:
+            record.result, record.refused, record.finished = result, not ok, now
+        if self._stopped:
+            return []
+        self._pending_outputs.append(ConversationItemCreate.function_output(call_id, result))
+        self._wants_response = True
+        return self._flush_outputs()
+
+    def timer(self, now: float, playback: Playback) -> list[Action]:
+        """Run whatever is due at ``now`` (call at or after :attr:`next_timer`)."""
+        if self._stopped:
+            return []
+        actions: list[Action] = []
+        if self._dtmf_due is not None and now >= self._dtmf_due:
+            actions += self._send_keys()
+        if self._gate_poll_at is not None and now >= self._gate_poll_at:
+            actions += self._poll_gate(now, playback)
+        goodbye = self._goodbye
+        check_at = self._goodbye_check_at()
+        if goodbye is not None and check_at is not None and now >= check_at:
+            actions += self._check_goodbye(goodbye, now, playback)
+        limit_due = self._limit_due()
+        if not self._stopped and limit_due is not None and now >= limit_due:
+            actions += self._check_limits(now, playback)
+        return actions
+
+    def stop(self) -> None:
+        """The call is ending: no timer, no action from now on."""
+        self._stopped = True
+
+    # --- responses and outputs -----------------------------------------------------------
+
+    def _response_done(self, event: ResponseDone) -> list[Action]:
+        response = event.response
+        if response.id == self._responses.active:
+            self._responses.active = None
+        usage = response.usage
+        self._log.debug(
+            "response done %s",
+            kv(
+                response=response.id,
+                status=response.status,
+                tokens=usage.total_tokens if usage else 0,
+            ),
+        )
+        return self._flush_outputs()
+
+    def _flush_outputs(self) -> list[Action]:
+        """Tool results, then one response.create, once no response is active,
+        no tool is still running and no goodbye is under way."""
+        if (
+            not self._ready
+            or self._responses.active is not None
+            or self._tools_running
+            or self._goodbye is not None
+        ):
+            return []
+        outputs, self._pending_outputs = self._pending_outputs, []
+        wants, self._wants_response = self._wants_response, False
+        if not outputs and not wants:
+            return []
+        return [*(Send(o) for o in outputs), Send(ResponseCreate())]
+
+    def _send_keys(self) -> list[Action]:
+        digits, self._dtmf_digits = self._dtmf_digits, ""
+        self._dtmf_due = None
+        if not digits:
+            return []
+        self._log.info("caller keys %s", kv(digits=digits))
+        self._pending_outputs.append(
+            ConversationItemCreate.user_text(f"[The caller pressed the keys: {digits}]")
+        )
+        self._wants_response = True
+        return self._flush_outputs()
+
+    def _utterance(self, role: str, text: str, now: float) -> list[Action]:
+        text = text.strip()
+        if not text:
+            return []
+        line = TranscriptLine(round(now - self.started, 3), role, text)
+        self.transcript.append(line)
+        return [line]
+
+    def _model_error(self, event: ErrorEvent) -> list[Action]:
+        error = event.error
+        code = error.code or ""
+        if code in QUIET_ERROR_CODES:
+            self._log.debug("model error (expected) %s", kv(code=code))
+            return []
+        self._log.warning(
+            "model error %s",
+            kv(
+                code=code or error.type,
+                message=error.message,
+                param=error.param or "-",
+                event_id=error.event_id or "-",
+            ),
+        )
+        if code in RealtimeServerError.FATAL_CODES:
+            self._stopped = True
+            return [EndCall(Outcome.FAILED, f"model error {code}")]
+        return []
+
+    # --- tools -------------------------------------------------------------------------------
+
+    def _function_call(self, call_id: str, name: str, arguments: str, now: float) -> list[Action]:
+        record = ToolCall(call_id, name, _safe_args(arguments), now)
+        self.tool_calls.append(record)
+        config = self.config
+        try:
+            if name not in config.tools or (name == "transfer" and not config.transfer_targets):
+                raise ToolError(f"tool {name!r} is not available on this call")
+            args = parse_arguments(arguments)
+            if name == "hangup":
+                reason = str(args.get("reason", ""))[:200] or "agent ended the call"
+                record.result, record.finished = tool_result(True), now
+                self._log.info("hangup requested %s", kv(reason=reason))
+                # The goodbye is playing or about to: let it finish, then end.
+                ending = EndCall(Outcome.AGENT_HUNG_UP, f"agent hung up: {reason}")
+                return self._start_goodbye([ending], "hangup", now)
+            if name == "send_dtmf":
+                run = RunTool(call_id, name, {"digits": validate_dtmf(args.get("digits"))})
+            elif name == "transfer":
+                target = args.get("target")
+                if not isinstance(target, str) or target not in config.transfer_targets:
+                    allowed = ", ".join(sorted(config.transfer_targets))
+                    raise ToolError(
+                        f"cannot transfer to {target!r}; allowed targets are: {allowed}"
+                    )
+                self._tools_running.add(call_id)
+                run = RunTool(call_id, name, {"target": target})
+                return self._start_goodbye([run], "transfer", now)
+            else:
+                run = RunTool(call_id, name, args)
+        except ToolError as exc:
+            self._log.info("tool refused %s", kv(tool=name, error=exc))
+            record.result = tool_result(False, error=str(exc))
+            record.refused, record.finished = True, now
+            self._pending_outputs.append(
+                ConversationItemCreate.function_output(call_id, record.result)
+            )
+            self._wants_response = True
+            return self._flush_outputs()
+        self._tools_running.add(call_id)
+        return [run]
+
+    # --- goodbye before hang-up or transfer ------------------------------------------------
+
+    def _start_goodbye(self, then: list[Action], why: str, now: float) -> list[Action]:
+        if self._goodbye is not None:
+            # Already leaving: a second hang-up or transfer changes nothing.
+            return []
+        self._goodbye = _Goodbye(
+            then=then,
+            why=why,
+            check_from=now + GOODBYE_START_SECONDS,
+            deadline=now + self.config.hangup_grace_seconds,
+        )
+        return []
+
+    def _goodbye_check_at(self) -> float | None:
+        goodbye = self._goodbye
+        if goodbye is None:
+            return None
+        if goodbye.tail_until is not None:
+            return goodbye.tail_until
+        return min(goodbye.check_from, goodbye.deadline)
+
+    def _check_goodbye(self, goodbye: _Goodbye, now: float, playback: Playback) -> list[Action]:
+        done = goodbye.tail_until is not None and now >= goodbye.tail_until
+        if not done and now >= goodbye.deadline:
+            self._log.info(
+                "goodbye cut at the cap %s", kv(cap_s=self.config.hangup_grace_seconds)
+            )
+            done = True
+        if not done:
+            if goodbye.tail_until is None and not self._agent_speaking(playback):
+                goodbye.tail_until = now + GOODBYE_TAIL_SECONDS
+            else:
+                goodbye.check_from = now + POLL_SECONDS
+            return []
+        self._goodbye = None
+        if any(isinstance(a, EndCall) for a in goodbye.then):
+            self._stopped = True
+        return goodbye.then
+
+    # --- barge-in ----------------------------------------------------------------------------
+
+    def _agent_speaking(self, playback: Playback) -> bool:
+        return self._responses.active is not None or playback.speaking
+
+    def _greeting_playing(self, playback: Playback) -> bool:
+        responses = self._responses
+        if responses.greeting is None:
+            return False
+        return (
+            responses.active == responses.greeting
+            or playback.current_item in responses.greeting_items
+        )
+
+    def _apply(self, decision: Decision, now: float) -> list[Action]:
+        if decision is Decision.INTERRUPT:
+            self._gate_poll_at = None
+            return self._interrupt()
+        if decision is Decision.WAIT:
+            if self._gate_poll_at is None:
+                self._caller_loud_at = now  # speech_started: the caller is talking
+            self._gate_poll_at = now + POLL_SECONDS
+        else:
+            self._gate_poll_at = None
+        return []
+
+    def _poll_gate(self, now: float, playback: Playback) -> list[Action]:
+        decision = self._gate.poll(
+            now,
+            self._agent_speaking(playback),
+            self._greeting_playing(playback),
+            caller_loud=now - self._caller_loud_at <= CALLER_LOUD_SECONDS,
+        )
+        return self._apply(decision, now)
+
+    def _interrupt(self) -> list[Action]:
+        """Stop the agent within one frame; the truncation follows :meth:`interrupted`."""
+        active = self._responses.active
+        actions: list[Action] = [Interrupt()]
+        if active is not None:
+            self._responses.cancelled.add(active)
+            if not self._gate.server_interrupts:
+                actions.append(Send(ResponseCancel(response_id=active)))
+        return actions
+
+    # --- limits ----------------------------------------------------------------------------
+
+    def _limit_due(self) -> float | None:
+        if self._goodbye is not None:
+            return None
+        if self._limit_check_at is not None:
+            return self._limit_check_at
+        config = self.config
+        times = []
+        if config.max_call_seconds:
+            times.append(self.started + config.max_call_seconds)
+        if config.silence_timeout_seconds:
+            times.append(self._last_activity + config.silence_timeout_seconds)
+        return min(times) if times else None
+
+    def _check_limits(self, now: float, playback: Playback) -> list[Action]:
+        self._limit_check_at = None
+        config = self.config
+        why = ""
+        if config.max_call_seconds and now - self.started >= config.max_call_seconds:
+            why = "the call reached its maximum duration"
+        elif config.silence_timeout_seconds and now - self._last_activity >= (
+            config.silence_timeout_seconds
+        ):
+            if self._agent_speaking(playback):
+                # Not silence: the agent talks. Look again soon.
+                self._limit_check_at = now + LIMIT_RECHECK_SECONDS
+                return []
+            why = f"nobody spoke for {config.silence_timeout_seconds:g}s"
+        if not why:
+            return []
+        self._log.info("limit reached %s", kv(why=why))
+        ending = EndCall(Outcome.AGENT_HUNG_UP, why)
+        if not self._ready or self._responses.active is not None:
+            self._stopped = True
+            return [ending]
+        params = ResponseParams(instructions=GOODBYE_INSTRUCTIONS, tool_choice="none")
+        return [Send(ResponseCreate(response=params)), *self._start_goodbye([ending], why, now)]
+
+
+def _safe_args(arguments: str) -> dict[str, Any]:
+    try:
+        return parse_arguments(arguments)
+    except ToolError:
+        return {"raw": arguments[:200]}
