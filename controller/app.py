@@ -38,15 +38,17 @@ from controller.ari.events import (
 )
 from controller.ari.rest import AriClient
 from controller.ari.stream import AriEventStream
-from controller.call.call import Call, CallContext
+from controller.call.call import Call, CallContext, CallServices
+from controller.call.http_tools import HttpToolClient
+from controller.call.state import Outcome
 from controller.config import Settings
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
 from controller.logs import kv
-from controller.rtp.endpoint import MediaClock
+from controller.media.clock import MediaClock
 
 log = logging.getLogger("controller.app")
 
-CallFactory = Callable[[CallContext], Call]
+CallFactory = Callable[[CallContext, CallServices], Call]
 
 
 class Controller:
@@ -74,6 +76,7 @@ class Controller:
         self._ari = AriClient(
             settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value()
         )
+        self._http_tools = HttpToolClient()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self.calls: dict[str, Call] = {}
@@ -89,6 +92,16 @@ class Controller:
         self.agents: AgentsFile | None = agents
         if agents is None and settings.agents_file:
             self.agents = load_agents_file(settings.agents_file)
+        #: What every call is given (the controller is never a call's service locator).
+        self.services = CallServices(
+            settings=settings,
+            ari=self._ari,
+            clock=self.clock,
+            router=self,
+            http_tools=self._http_tools,
+            agents=self.agents,
+            id_prefix=self.id_prefix,
+        )
 
     @property
     def ari(self) -> AriClient:
@@ -163,6 +176,7 @@ class Controller:
         finally:
             await self._end_all_calls()
             await self.clock.stop()
+            await self._http_tools.close()
             await self._ari.close()
             log.info("stopped")
 
@@ -217,12 +231,9 @@ class Controller:
 
     def _start_call(self, event: StasisStart) -> None:
         context = CallContext(
-            controller=self,
-            call_id=self.new_call_id(),
-            channel=event.channel,
-            args=list(event.args),
+            call_id=self.new_call_id(), channel=event.channel, args=list(event.args)
         )
-        call = self._call_factory(context)
+        call = self._call_factory(context, self.services)
         self.calls[call.call_id] = call
         self.claim_channel(event.channel.id, call)
         log.info(
@@ -281,7 +292,7 @@ class Controller:
     async def _end_all_calls(self) -> None:
         calls = list(self.calls.values())
         for call in calls:
-            call.request_end("controller stopping", to_dialplan=True)
+            call.request_end(Outcome.HANDED_BACK, "controller stopping")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
         for task in list(self._tasks):

@@ -17,7 +17,7 @@ import websockets
 
 from controller.agents import load_agents_file
 from controller.ari.rest import AriClient
-from controller.config import Settings, media_address_bindable
+from controller.config import Settings
 from controller.errors import AriAuthError, AriConnectionError, AriError, ConfigError
 
 #: Modules the controller cannot work without, with what each is for.
@@ -235,3 +235,14 @@ async def _check_model(settings: Settings, timeout: float) -> CheckResult:
     return CheckResult(
         "FAIL", "model", f"{where} answered with {code}: {error.get('message', '')}".strip()
     )
+
+
+def media_address_bindable(address: str) -> bool:
+    """True if a UDP socket can be bound on ``address`` (any port)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError:
+        return False
+    return True

@@ -9,7 +9,6 @@ the setting and says what is wrong, never echoing a secret's value.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -232,17 +231,6 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Se
         errors = exc.errors(include_url=False)
         lines = [_describe(dict(e)) for e in errors]
         raise ConfigError("; ".join(lines)) from None
-
-
-def media_address_bindable(address: str) -> bool:
-    """True if a UDP socket can be bound on ``address`` (any port)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((address, 0))
-    except OSError:
-        return False
-    return True
 
 
 def _env_names() -> tuple[str, ...]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
+import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 _MASK = "***"
 
@@ -30,6 +31,24 @@ def kv(**fields: object) -> str:
     return " ".join(parts)
 
 
+class CallLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger whose lines carry ``call=<id>`` as their first field.
+
+    Messages are ``"<what> %s"`` with a :func:`kv` argument, as everywhere
+    in the controller; the call id goes right after ``<what>``.
+    """
+
+    def __init__(self, logger: logging.Logger, call_id: str) -> None:
+        super().__init__(logger, {"call": call_id})
+        self._field = "call=" + kv(call=call_id).removeprefix("call=")
+
+    def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
+        text = str(msg)
+        if "%s" in text:
+            return text.replace("%s", f"{self._field} %s", 1), kwargs
+        return f"{text} {self._field}", kwargs
+
+
 class RedactingFormatter(logging.Formatter):
     """A formatter that replaces every known secret with ``***``."""
 
@@ -39,7 +58,7 @@ class RedactingFormatter(logging.Formatter):
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

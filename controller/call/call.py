@@ -1,10 +1,13 @@
-"""One call: caller <-> Asterisk externalMedia RTP <-> Realtime model.
+"""One call: the I/O shell around the :class:`~controller.call.conversation.Conversation`.
 
 Theory of operation
 -------------------
 A :class:`Call` is born on the caller's StasisStart and lives in one task
-with one :class:`asyncio.TaskGroup`. Set-up, in order, with the model session
-opening in parallel from the start (it is the slowest step):
+with one :class:`asyncio.TaskGroup`. It decides nothing about the
+conversation: it feeds the core its inputs (model events, the caller's
+keys and level, playout cuts, tool results, timers) and carries out the
+actions the core returns. Set-up, in order, with the model session opening
+in parallel from the start (it is the slowest step):
 
 1. answer the caller; bind this call's UDP socket in ``MEDIA_PORTS``;
 2. create a mixing bridge; ``POST /channels/externalMedia`` (ulaw, our own
@@ -15,32 +18,26 @@ opening in parallel from the start (it is the slowest step):
 
 Caller audio flows from the first packet: it is queued (bounded) and sent to
 the model as soon as the session is ready, so nothing said early is lost.
-The shared media clock ticks every call's playout every 20 ms; when Asterisk
-sends nothing for 100 ms (silence suppression, a Local channel in Wait()),
-silence is fed to the model at the real-time rate so its turn detection
-still ends the caller's turn.
 
 Whatever ends the call (the caller hangs up, the model session fails, the
-agent hangs up or transfers, a limit, the controller stopping) sets one
-reason and the TaskGroup unwinds; :meth:`Call._teardown` then releases the
-socket, the model session, the externalMedia channel and the bridge exactly
-once, and hangs up the caller or hands it back to the dialplan.
+agent hangs up or transfers, a limit, the controller stopping) fixes one
+:class:`~controller.call.state.Outcome` and the TaskGroup unwinds;
+:meth:`Call._teardown` then releases the socket, the model session, the
+externalMedia channel and the bridge exactly once, and hangs up the caller
+or hands it back to the dialplan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import aiohttp
-
-from controller.agents import Agent, parse_stasis_args, resolve_agent
+from controller.agents import Agent, AgentsFile, parse_stasis_args, resolve_agent
 from controller.ari.events import (
     AriEvent,
     Channel,
@@ -51,15 +48,29 @@ from controller.ari.events import (
     StasisStart,
     event_channel,
 )
-from controller.audio.resample import AudioConverter, converters_for
-from controller.call.bargein import BargeInGate, Decision, is_loud, plan_truncation
-from controller.call.tools import (
-    build_instructions,
-    declarations,
-    parse_arguments,
-    tool_result,
-    validate_dtmf,
+from controller.ari.rest import AriClient
+from controller.audio.resample import converters_for
+from controller.call.bargein import is_loud
+from controller.call.conversation import (
+    SILENT,
+    Action,
+    Conversation,
+    ConversationConfig,
+    EndCall,
+    EndItem,
+    Heard,
+    Interrupt,
+    Play,
+    Playback,
+    RunTool,
+    Send,
+    ToolCall,
+    TranscriptLine,
 )
+from controller.call.http_tools import HttpToolClient
+from controller.call.state import CallLifecycle, CallState, Outcome
+from controller.call.tools import build_instructions, declarations, tool_result
+from controller.config import Settings
 from controller.errors import (
     AriError,
     AriNotFound,
@@ -67,37 +78,13 @@ from controller.errors import (
     CallError,
     RealtimeConnectionError,
     RealtimeError,
-    RealtimeServerError,
     ToolError,
 )
-from controller.logs import kv
-from controller.realtime.events import (
-    ConversationItemCreate,
-    ConversationItemTruncate,
-    ErrorEvent,
-    InputAudioBufferSpeechStarted,
-    InputAudioBufferSpeechStopped,
-    InputAudioTranscriptionCompleted,
-    InputAudioTranscriptionDelta,
-    InputAudioTranscriptionFailed,
-    ResponseCancel,
-    ResponseCreate,
-    ResponseCreated,
-    ResponseDone,
-    ResponseFunctionCallArgumentsDone,
-    ResponseOutputAudioDelta,
-    ResponseOutputAudioDone,
-    ResponseOutputAudioTranscriptDelta,
-    ResponseOutputAudioTranscriptDone,
-    ResponseParams,
-    ServerEvent,
-    build_session_update,
-)
+from controller.logs import CallLogger, kv
+from controller.media.call_media import CallMedia
+from controller.media.clock import MediaClock
+from controller.realtime.events import ClientEvent, build_session_update
 from controller.realtime.session import RealtimeSession, connect_realtime
-from controller.rtp.endpoint import CallMedia
-
-if TYPE_CHECKING:
-    from controller.app import Controller
 
 log = logging.getLogger("controller.call")
 
@@ -112,39 +99,39 @@ INPUT_CHUNK_BYTES = 320
 INPUT_QUEUE_CHUNKS = 250
 #: How long to wait for the externalMedia channel's own StasisStart.
 EXTERNAL_MEDIA_TIMEOUT = 5.0
-#: While the barge-in gate waits, the caller counts as still talking if a loud
-#: frame of theirs arrived this recently (three frames; a dip between words
-#: only defers the decision to a later 20 ms poll).
-CALLER_LOUD_SECONDS = 0.06
-#: Keys pressed within this pause are sent to the model as one message.
-DTMF_COLLECT_SECONDS = 0.8
-#: After the goodbye's last frame left our socket, the time Asterisk needs to
-#: pass it on to the caller (the mixing bridge works in 20 ms intervals); a
-#: hang-up or transfer sooner cuts the end of the goodbye.
-GOODBYE_TAIL_SECONDS = 0.1
-#: Error codes that are expected in a race and need no more than a debug line.
-QUIET_ERROR_CODES = frozenset(
-    {"response_cancel_not_active", "conversation_already_has_active_response"}
-)
+
+
+class ChannelRouter(Protocol):
+    """Routes ARI events of a channel to the call that owns it."""
+
+    def claim_channel(self, channel_id: str, call: Call) -> None:
+        """Route events of ``channel_id`` to ``call`` (before the channel exists)."""
+
+    def release_channel(self, channel_id: str) -> None:
+        """Stop routing events of ``channel_id``."""
+
+
+@dataclass(frozen=True)
+class CallServices:
+    """What every call of the process shares (given, never looked up)."""
+
+    settings: Settings
+    ari: AriClient
+    clock: MediaClock
+    router: ChannelRouter
+    http_tools: HttpToolClient
+    agents: AgentsFile | None = None
+    #: Prefix of every bridge / channel id the app creates.
+    id_prefix: str = "voicebot-"
 
 
 @dataclass
 class CallContext:
     """What a call is born with."""
 
-    controller: Controller
     call_id: str
     channel: Channel
     args: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    """One utterance, for the log and the call's record."""
-
-    at: float  # seconds since the call started
-    role: str  # "caller" | "agent"
-    text: str
 
 
 class _CallOver(Exception):
@@ -154,22 +141,23 @@ class _CallOver(Exception):
 class Call:
     """One call. :meth:`run` returns when the call is over and cleaned up."""
 
-    def __init__(self, context: CallContext) -> None:
-        controller = context.controller
-        self.context = context
-        self.settings = controller.settings
+    def __init__(self, context: CallContext, services: CallServices) -> None:
+        loop = asyncio.get_running_loop()
+        self.services = services
+        self.settings = settings = services.settings
         self.call_id = context.call_id
         self.caller = context.channel
-        self.bridge_id = f"{controller.id_prefix}br-{self.call_id}"
-        self.external_channel_id = f"{controller.id_prefix}em-{self.call_id}"
-        self.started = time.monotonic()
-        self.end_reason = ""
-        self.transcript: list[TranscriptLine] = []
-        self.tool_calls: list[tuple[str, dict[str, Any], str]] = []
+        self.args = context.args
+        self.bridge_id = f"{services.id_prefix}br-{self.call_id}"
+        self.external_channel_id = f"{services.id_prefix}em-{self.call_id}"
+        self._now: Callable[[], float] = loop.time
+        self.started = self._now()
+        self.lifecycle = CallLifecycle()
         self.agent: Agent | None = None
-
+        self.media: CallMedia | None = None
+        self._log = CallLogger(log, self.call_id)
+        self._conversation: Conversation | None = None
         self._ended = asyncio.Event()
-        self._to_dialplan = False
         self._caller_gone = False
         self._handed_off = False
         #: The transfer target while the transfer request is under way: the
@@ -177,42 +165,21 @@ class Call:
         self._transferring_to: str | None = None
         self._bridge_created = False
         self._external_created = False
-        self._external_started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._media: CallMedia | None = None
+        self._external_started: asyncio.Future[None] = loop.create_future()
         self._session: RealtimeSession | None = None
         self._session_ready = asyncio.Event()
         self._to_model: asyncio.Queue[bytes] = asyncio.Queue(INPUT_QUEUE_CHUNKS)
+        self._outbox: asyncio.Queue[ClientEvent] = asyncio.Queue()
         self._pending_input = bytearray()
-        self._input_convert: AudioConverter
-        self._output_convert: AudioConverter
-        self._input_convert, self._output_convert = converters_for(self.settings.realtime_audio)
+        self._input_convert, self._output_convert = converters_for(settings.realtime_audio)
         self._tasks: asyncio.TaskGroup | None = None
-
-        # Conversation state (driven by model events).
-        self._active_response: str | None = None
-        self._cancelled_responses: set[str] = set()
-        self._greeting_requested = False
-        self._greeting_response: str | None = None
-        self._greeting_items: set[str] = set()
-        self._pending_outputs: list[ConversationItemCreate] = []
-        self._wants_response = False
-        #: Tool calls still running: their outputs go with the others, before
-        #: one response.create (a response can call several tools at once).
-        self._tools_running = 0
-        self._gate = BargeInGate(self.settings.barge_in_min_ms, self.settings.protect_greeting)
-        self._caller_loud_at = 0.0  # last loud caller frame, tracked while the gate waits
-        #: A barge-in decision is being polled: only then is the caller's level measured.
-        self._gate_polling = False
-        self._last_activity = time.monotonic()
-        self._dtmf_digits = ""
-        self._dtmf_flush: asyncio.TimerHandle | None = None
-        self._caller_partial = ""
-
-        #: Counters for the end-of-call line.
+        self._timer_wake = asyncio.Event()
+        self._timer_armed: float | None = None
+        self._early_keys: list[tuple[str, float]] = []
+        #: Caller audio chunks dropped because the model side stalled.
         self.input_chunks_dropped = 0
-        self.truncations = 0
 
-    # --- identity ---------------------------------------------------------------------
+    # --- what the outside reads ---------------------------------------------------------
 
     @property
     def caller_channel_id(self) -> str:
@@ -220,9 +187,25 @@ class Call:
         return self.caller.id
 
     @property
-    def elapsed(self) -> float:
-        """Seconds since the call started."""
-        return time.monotonic() - self.started
+    def state(self) -> CallState:
+        """Where the call is in its life."""
+        return self.lifecycle.state
+
+    @property
+    def end_reason(self) -> str:
+        """Why the call ended, in words ("" while it goes on)."""
+        ending = self.lifecycle.ending
+        return ending.reason if ending else ""
+
+    @property
+    def transcript(self) -> list[TranscriptLine]:
+        """Every utterance so far."""
+        return self._conversation.transcript if self._conversation else []
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Every function call of the model so far."""
+        return self._conversation.tool_calls if self._conversation else []
 
     # --- inputs from the controller ---------------------------------------------------
 
@@ -234,13 +217,18 @@ class Call:
         if channel.id == self.external_channel_id:
             if isinstance(event, StasisStart) and not self._external_started.done():
                 self._external_started.set_result(None)
-            elif isinstance(event, ChannelDestroyed | StasisEnd) and not self._ended.is_set():
-                self.request_end("externalMedia channel went away")
+            elif isinstance(event, ChannelDestroyed | StasisEnd):
+                self.request_end(Outcome.FAILED, "externalMedia channel went away")
             return
         if channel.id != self.caller_channel_id:
             return
         if isinstance(event, ChannelDtmfReceived):
-            self._on_dtmf(event.digit)
+            conversation = self._conversation
+            if conversation is None:  # the agent is still being chosen
+                self._early_keys.append((event.digit, self._now()))
+            else:
+                conversation.caller_dtmf(event.digit, self._now())
+                self._poke_timer()
         elif isinstance(event, ChannelHangupRequest | ChannelDestroyed):
             self.on_caller_gone("caller hung up")
         elif isinstance(event, StasisEnd):
@@ -250,16 +238,16 @@ class Call:
         """The caller's channel is gone or left the app."""
         self._caller_gone = True
         if self._transferring_to is not None:
-            reason = f"transferred to {self._transferring_to}"
-        self.request_end(reason)
+            self.request_end(Outcome.TRANSFERRED, f"transferred to {self._transferring_to}")
+        else:
+            self.request_end(Outcome.CALLER_HUNG_UP, reason)
 
-    def request_end(self, reason: str, *, to_dialplan: bool = False) -> None:
-        """End the call; the first reason given wins."""
-        if self._ended.is_set():
-            return
-        self.end_reason = reason
-        self._to_dialplan = to_dialplan
-        self._ended.set()
+    def request_end(self, outcome: Outcome, reason: str) -> None:
+        """End the call; the first outcome given wins."""
+        if self.lifecycle.end(outcome, reason):
+            if self._conversation is not None:
+                self._conversation.stop()
+            self._ended.set()
 
     # --- life ---------------------------------------------------------------------------
 
@@ -269,7 +257,6 @@ class Call:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 await self._setup(tasks)
-                tasks.create_task(self._limits(), name=f"limits-{self.call_id}")
                 await self._ended.wait()
                 raise _CallOver
         except* _CallOver:
@@ -280,43 +267,57 @@ class Call:
             # Expected failures (model unreachable, no free port, ARI refused):
             # one warning line, and the caller goes back to the dialplan.
             exc = group.exceptions[0]
-            log.warning("call failed %s", kv(call=self.call_id, error=exc))
-            self.request_end(f"failed: {type(exc).__name__}", to_dialplan=True)
+            self._log.warning("call failed %s", kv(error=exc))
+            self.request_end(Outcome.FAILED, f"failed: {type(exc).__name__}")
         except* Exception:
-            log.exception("call crashed %s", kv(call=self.call_id))
-            self.request_end("crashed", to_dialplan=True)
+            self._log.exception("call crashed")
+            self.request_end(Outcome.FAILED, "crashed")
         finally:
             await asyncio.shield(self._teardown())
 
     async def _setup(self, tasks: asyncio.TaskGroup) -> None:
-        ari = self.context.controller.ari
-        settings = self.settings
-        fields = self._template_fields()
-        args = parse_stasis_args(self.context.args)
+        services = self.services
+        ari, settings = services.ari, self.settings
+        args = parse_stasis_args(self.args)
         profile = args.get("profile") or await self._channel_profile()
-        agents = self.context.controller.agents
-        self.agent, warning = resolve_agent(settings, agents, profile, fields)
+        agent, warning = resolve_agent(settings, services.agents, profile, self._template_fields())
+        self.agent = agent
         if warning:
-            log.warning("%s %s", warning, kv(call=self.call_id))
+            self._log.warning("agent %s", kv(warning=warning))
+        conversation = self._conversation = Conversation(
+            ConversationConfig(
+                greeting=agent.greeting,
+                dtmf_to_model=agent.dtmf_to_model,
+                tools=frozenset(agent.tools),
+                transfer_targets=frozenset(agent.transfer_targets),
+                http_tools=frozenset(agent.http_tools),
+                barge_in_min_ms=settings.barge_in_min_ms,
+                protect_greeting=settings.protect_greeting,
+                hangup_grace_seconds=settings.hangup_grace_seconds,
+                max_call_seconds=settings.max_call_seconds,
+                silence_timeout_seconds=settings.silence_timeout_seconds,
+            ),
+            now=self.started,
+            log=self._log,
+        )
+        for digit, at in self._early_keys:
+            conversation.caller_dtmf(digit, at)
+        tasks.create_task(self._run_timers(conversation), name=f"timers-{self.call_id}")
 
         await ari.answer(self.caller_channel_id)
-        log.info("answered %s", kv(call=self.call_id, profile=self.agent.profile))
-        model = tasks.create_task(self._open_model(), name=f"model-open-{self.call_id}")
+        self._log.info("answered %s", kv(profile=agent.profile))
+        model = tasks.create_task(self._open_model(agent), name=f"model-open-{self.call_id}")
 
-        controller = self.context.controller
-        self._media = await CallMedia.open(
-            controller.clock,
-            settings.media_address,
-            settings.media_port_range,
-            self._on_caller_audio,
+        media = self.media = await CallMedia.open(
+            services.clock, settings.media_address, settings.media_port_range, self._on_caller_audio
         )
-        host, port = self._media.local_address
+        host, port = media.local_address
         # Mark before asking: if a failure elsewhere (the model) cancels set-up
         # while the request is in flight, Asterisk may still create the
         # resource, and teardown must delete it (a 404 there is harmless).
         self._bridge_created = True
         await ari.create_bridge(bridge_id=self.bridge_id, type="mixing", name=self.call_id)
-        controller.claim_channel(self.external_channel_id, self)
+        services.router.claim_channel(self.external_channel_id, self)
         self._external_created = True
         external = await ari.external_media(
             app=settings.ari_app,
@@ -333,7 +334,24 @@ class Call:
                 self.external_channel_id, "UNICASTRTP_LOCAL_ADDRESS"
             )
             remote_port = await ari.get_variable(self.external_channel_id, "UNICASTRTP_LOCAL_PORT")
-        self._media.set_remote(remote_host, int(remote_port))
+        media.set_remote(remote_host, int(remote_port))
+        await self._wait_external_in_stasis()
+        await ari.add_channel(self.bridge_id, self.caller_channel_id, self.external_channel_id)
+        local, asterisk = f"{host}:{port}", f"{remote_host}:{remote_port}"
+        self._log.info(
+            "media up %s", kv(local=local, asterisk=asterisk, audio=settings.realtime_audio)
+        )
+        tasks.create_task(self._send_audio_to_model(), name=f"model-audio-{self.call_id}")
+        session = await model
+        if self.lifecycle.over:
+            return  # ended while setting up (e.g. the caller hung up): teardown follows
+        self.lifecycle.connected()
+        tasks.create_task(self._receive_from_model(session), name=f"model-recv-{self.call_id}")
+        tasks.create_task(self._send_to_model(session), name=f"model-send-{self.call_id}")
+        self._execute(conversation.session_ready(self._now()))
+
+    async def _wait_external_in_stasis(self) -> None:
+        ari = self.services.ari
         try:
             async with asyncio.timeout(EXTERNAL_MEDIA_TIMEOUT):
                 await self._external_started
@@ -347,39 +365,12 @@ class Call:
                     f"externalMedia channel did not enter Stasis within "
                     f"{EXTERNAL_MEDIA_TIMEOUT:g}s (state {state.state}, app {where or '-'})"
                 ) from None
-            log.warning("externalMedia StasisStart not seen; channel is in Stasis, going on")
-        await ari.add_channel(self.bridge_id, self.caller_channel_id, self.external_channel_id)
-        log.info(
-            "media up %s",
-            kv(
-                call=self.call_id,
-                local=f"{host}:{port}",
-                asterisk=f"{remote_host}:{remote_port}",
-                audio=settings.realtime_audio,
-            ),
-        )
-        tasks.create_task(self._send_to_model(), name=f"model-send-{self.call_id}")
-        session = await model
-        tasks.create_task(self._receive_from_model(session), name=f"model-recv-{self.call_id}")
-        if self.agent.greeting:
-            self._greeting_requested = True
-            await session.send(
-                ResponseCreate(
-                    response=ResponseParams(
-                        instructions=(
-                            "Greet the caller now. Say exactly this, then wait for them: "
-                            f"{self.agent.greeting}"
-                        )
-                    )
-                )
-            )
-        else:
-            self._flush_outputs()  # e.g. keys the caller pressed while we connected
+            self._log.warning("externalMedia StasisStart not seen; channel is in Stasis, going on")
 
     async def _channel_profile(self) -> str | None:
         """The profile from the ``ARI_REALTIME_PROFILE`` channel variable, if set."""
         try:
-            value = await self.context.controller.ari.get_variable(
+            value = await self.services.ari.get_variable(
                 self.caller_channel_id, "ARI_REALTIME_PROFILE"
             )
         except AriError:  # 404 when the variable is unset: the usual case
@@ -388,7 +379,7 @@ class Call:
 
     def _template_fields(self) -> dict[str, str]:
         dialplan = self.caller.dialplan
-        args = [a for a in self.context.args if a and "=" not in a]
+        args = [a for a in self.args if a and "=" not in a]
         return {
             "caller_number": self.caller.caller.number,
             "caller_name": self.caller.caller.name,
@@ -399,10 +390,8 @@ class Call:
 
     # --- the model session --------------------------------------------------------------
 
-    async def _open_model(self) -> RealtimeSession:
+    async def _open_model(self, agent: Agent) -> RealtimeSession:
         settings = self.settings
-        agent = self.agent
-        assert agent is not None
         session = await connect_realtime(
             settings.realtime_url,
             settings.openai_api_key,
@@ -421,22 +410,24 @@ class Call:
                 "vad_eagerness": vad.eagerness,
             }
         )
+        assert self._conversation is not None
         update = build_session_update(
             call_settings,
             tools=declarations(agent),
             instructions=build_instructions(agent, dt.date.today()),
             voice=agent.voice,
-            interrupt_response=self._gate.server_interrupts,
+            interrupt_response=self._conversation.server_interrupts,
         )
         await session.start(update)
         self._session_ready.set()
-        log.info("model ready %s", kv(call=self.call_id, model=settings.realtime_model))
+        self._log.info("model ready %s", kv(model=settings.realtime_model))
         return session
 
     def _on_caller_audio(self, payload: bytes) -> None:
-        """u-law from Asterisk (or filled silence), called per packet: keep it cheap."""
-        if self._gate_polling and is_loud(payload):
-            self._caller_loud_at = time.monotonic()
+        """u-law from Asterisk (or filled silence), called per frame: keep it cheap."""
+        conversation = self._conversation
+        if conversation is not None and conversation.wants_caller_level and is_loud(payload):
+            conversation.caller_loud(self._now())
         pending = self._pending_input
         pending += payload
         if len(pending) < INPUT_CHUNK_BYTES:
@@ -450,284 +441,115 @@ class Call:
             self.input_chunks_dropped += 1
         queue.put_nowait(chunk)
 
-    async def _send_to_model(self) -> None:
+    async def _send_audio_to_model(self) -> None:
         await self._session_ready.wait()
         session = self._session
         assert session is not None
         queue = self._to_model
         while True:
-            chunk = await queue.get()
-            await session.send_audio(chunk)
+            await session.send_audio(await queue.get())
+
+    async def _send_to_model(self, session: RealtimeSession) -> None:
+        """Client events the conversation decided on, in order."""
+        outbox = self._outbox
+        while True:
+            await session.send(await outbox.get())
 
     async def _receive_from_model(self, session: RealtimeSession) -> None:
+        conversation = self._conversation
+        assert conversation is not None
+        now = self._now
         async for event in session:
-            self._on_model_event(event)
+            self._execute(conversation.model_event(event, now(), self._playback()))
         if not self._ended.is_set():
             raise RealtimeConnectionError("model session ended")
 
-    def _on_model_event(self, event: ServerEvent) -> None:
-        if isinstance(event, ResponseOutputAudioDelta):
-            if event.response_id in self._cancelled_responses or self._media is None:
-                return
-            if event.response_id == self._greeting_response:
-                self._greeting_items.add(event.item_id)
-            audio = self._output_convert.convert(base64.b64decode(event.delta))
-            self._media.playout.enqueue(event.item_id, audio)
-            self._last_activity = time.monotonic()
-        elif isinstance(event, ResponseOutputAudioDone):
-            if self._media is not None and event.response_id not in self._cancelled_responses:
-                # The resampler holds a few ms back; they belong to this item.
-                tail = self._output_convert.flush()
-                if tail:
-                    self._media.playout.enqueue(event.item_id, tail)
-                self._media.playout.end_item(event.item_id)
-        elif isinstance(event, InputAudioBufferSpeechStarted):
-            self._last_activity = time.monotonic()
-            decision = self._gate.speech_started(
-                time.monotonic(), self._agent_speaking(), self._greeting_playing()
-            )
-            self._apply(decision)
-        elif isinstance(event, InputAudioBufferSpeechStopped):
-            self._last_activity = time.monotonic()
-            self._gate.speech_stopped()
-        elif isinstance(event, ResponseCreated):
-            self._active_response = event.response.id
-            if self._greeting_requested and self._greeting_response is None:
-                self._greeting_response = event.response.id
-        elif isinstance(event, ResponseDone):
-            self._on_response_done(event)
-        elif isinstance(event, ResponseFunctionCallArgumentsDone):
-            # Act on arguments.done only; output_item.done repeats the same call.
-            assert self._tasks is not None
-            self._tools_running += 1
-            self._tasks.create_task(self._run_tool(event.name, event.arguments, event.call_id))
-        elif isinstance(event, InputAudioTranscriptionDelta):
-            self._caller_partial += event.delta
-            log.debug("transcript delta %s", kv(call=self.call_id, role="caller", text=event.delta))
-        elif isinstance(event, InputAudioTranscriptionCompleted):
-            # Some servers send only deltas; the text so far then stands.
-            text, self._caller_partial = event.transcript or self._caller_partial, ""
-            self._record("caller", text)
-        elif isinstance(event, InputAudioTranscriptionFailed):
-            text, self._caller_partial = self._caller_partial, ""
-            log.info("caller transcription failed %s", kv(call=self.call_id, partial=text))
-            self._record("caller", text)
-        elif isinstance(event, ResponseOutputAudioTranscriptDone):
-            self._record("agent", event.transcript)
-        elif isinstance(event, ResponseOutputAudioTranscriptDelta):
-            pass  # the .done event carries the whole text; no per-delta log lines
-        elif isinstance(event, ErrorEvent):
-            self._on_error(event)
+    # --- carrying out the conversation's actions ---------------------------------------------
 
-    def _on_response_done(self, event: ResponseDone) -> None:
-        response = event.response
-        if response.id == self._active_response:
-            self._active_response = None
-        usage = response.usage
-        log.debug(
-            "response done %s",
-            kv(
-                call=self.call_id,
-                response=response.id,
-                status=response.status,
-                tokens=usage.total_tokens if usage else 0,
-            ),
-        )
-        self._flush_outputs()
+    def _playback(self) -> Playback:
+        media = self.media
+        return SILENT if media is None else Playback(media.speaking, media.current_item)
 
-    def _on_error(self, event: ErrorEvent) -> None:
-        error = event.error
-        code = error.code or ""
-        if code in QUIET_ERROR_CODES:
-            log.debug("model error (expected) %s", kv(call=self.call_id, code=code))
-            return
-        log.warning(
-            "model error %s",
-            kv(
-                call=self.call_id,
-                code=code or error.type,
-                message=error.message,
-                param=error.param or "-",
-                event_id=error.event_id or "-",
-            ),
-        )
-        if code in RealtimeServerError.FATAL_CODES:
-            self.request_end(f"model error {code}", to_dialplan=True)
-
-    def _record(self, role: str, text: str) -> None:
-        text = text.strip()
-        if not text:
-            return
-        line = TranscriptLine(round(self.elapsed, 3), role, text)
-        self.transcript.append(line)
-        log.info("transcript %s", kv(call=self.call_id, role=role, t=line.at, text=text))
-
-    # --- barge-in ---------------------------------------------------------------------
-
-    def _agent_speaking(self) -> bool:
-        media = self._media
-        return self._active_response is not None or (media is not None and not media.playout.idle)
-
-    def _greeting_playing(self) -> bool:
-        greeting = self._greeting_response
-        if greeting is None:
-            return False
-        media = self._media
-        playing = media.playout.current_item if media is not None else None
-        return self._active_response == greeting or playing in self._greeting_items
-
-    def _apply(self, decision: Decision) -> None:
-        if decision is Decision.INTERRUPT:
-            self._interrupt()
-        elif decision is Decision.WAIT and not self._gate_polling:
-            assert self._tasks is not None
-            self._gate_polling = True
-            self._caller_loud_at = time.monotonic()  # speech_started: the caller is talking
-            self._tasks.create_task(self._poll_gate())
-
-    async def _poll_gate(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(0.02)
-                now = time.monotonic()
-                decision = self._gate.poll(
-                    now,
-                    self._agent_speaking(),
-                    self._greeting_playing(),
-                    caller_loud=now - self._caller_loud_at <= CALLER_LOUD_SECONDS,
-                )
-                if decision is not Decision.WAIT:
-                    break
-        finally:
-            self._gate_polling = False
-        self._apply(decision)
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Play):
+                if self.media is not None:
+                    self.media.play(action.item_id, self._output_convert.convert(action.audio))
+            elif isinstance(action, Send):
+                self._outbox.put_nowait(action.event)
+            elif isinstance(action, EndItem):
+                if self.media is not None:
+                    # The resampler holds a few ms back; they belong to this item.
+                    tail = self._output_convert.flush()
+                    if tail:
+                        self.media.play(action.item_id, tail)
+                    self.media.end_item(action.item_id)
+            elif isinstance(action, Interrupt):
+                self._interrupt()
+            elif isinstance(action, RunTool):
+                assert self._tasks is not None
+                self._tasks.create_task(self._run_tool(action))
+            elif isinstance(action, EndCall):
+                self.request_end(action.outcome, action.reason)
+            elif isinstance(action, TranscriptLine):
+                self._log.info("transcript %s", kv(role=action.role, t=action.at, text=action.text))
+        self._poke_timer()
 
     def _interrupt(self) -> None:
-        """Stop the agent within one frame and tell the model what was heard."""
-        media = self._media
-        session = self._session
-        if media is None or session is None:
-            return
-        discarded = media.playout.flush()
+        cuts = self.media.interrupt() if self.media is not None else []
         self._output_convert.reset()
-        active = self._active_response
-        if active is not None:
-            self._cancelled_responses.add(active)
-        assert self._tasks is not None
-        for cut in discarded:
-            if cut.received_ms == 0:
-                continue  # no audio of it reached us: nothing to truncate
-            truncation = plan_truncation(cut.item_id, cut.played_ms, cut.received_ms, False)
-            if truncation is None:
+        assert self._conversation is not None
+        heard = [Heard(c.item_id, c.played_ms, c.received_ms) for c in cuts]
+        self._execute(self._conversation.interrupted(heard))
+
+    def _poke_timer(self) -> None:
+        conversation = self._conversation
+        if conversation is not None and conversation.next_timer != self._timer_armed:
+            self._timer_wake.set()
+
+    async def _run_timers(self, conversation: Conversation) -> None:
+        """Call the conversation's timer when it is due (it says when)."""
+        wake = self._timer_wake
+        while True:
+            due = conversation.next_timer
+            if due is not None and due <= self._now():
+                self._execute(conversation.timer(self._now(), self._playback()))
                 continue
-            self.truncations += 1
-            log.info(
-                "barge-in %s",
-                kv(call=self.call_id, item=cut.item_id, heard_ms=truncation.audio_end_ms),
-            )
-            self._tasks.create_task(
-                session.send(
-                    ConversationItemTruncate(
-                        item_id=truncation.item_id, audio_end_ms=truncation.audio_end_ms
-                    )
-                )
-            )
-        if active is not None and not self._gate.server_interrupts:
-            self._tasks.create_task(session.send(ResponseCancel(response_id=active)))
+            wake.clear()
+            self._timer_armed = due
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(due):
+                    await wake.wait()
 
     # --- tools --------------------------------------------------------------------------
 
-    async def _run_tool(self, name: str, arguments: str, call_id: str) -> None:
-        agent = self.agent
-        assert agent is not None
+    async def _run_tool(self, run: RunTool) -> None:
+        ok = True
         try:
-            if name not in agent.tools or (name == "transfer" and not agent.transfer_targets):
-                raise ToolError(f"tool {name!r} is not available on this call")
-            args = parse_arguments(arguments)
-            if name == "hangup":
-                await self._tool_hangup(args)
-                result = tool_result(True)
-            elif name == "send_dtmf":
-                result = await self._tool_send_dtmf(args)
-            elif name == "transfer":
-                result = await self._tool_transfer(args)
+            if run.name == "send_dtmf":
+                result = await self._send_dtmf(run.arguments["digits"])
+            elif run.name == "transfer":
+                result = await self._transfer(run.arguments["target"])
             else:
-                result = await self._tool_http(name, args)
+                result = await self._http_tool(run.name, run.arguments)
         except ToolError as exc:
-            result = tool_result(False, error=str(exc))
-            log.info("tool refused %s", kv(call=self.call_id, tool=name, error=exc))
-        finally:
-            self._tools_running -= 1
-        self.tool_calls.append((name, _safe_args(arguments), result))
-        if self._ended.is_set() or self._handed_off:
-            return
-        self._pending_outputs.append(ConversationItemCreate.function_output(call_id, result))
-        self._wants_response = True
-        self._flush_outputs()
+            ok, result = False, tool_result(False, error=str(exc))
+            self._log.info("tool refused %s", kv(tool=run.name, error=exc))
+        assert self._conversation is not None
+        self._execute(self._conversation.tool_finished(run.call_id, result, self._now(), ok=ok))
 
-    def _flush_outputs(self) -> None:
-        """Send tool results, then one response.create, once no response is active
-        and no tool is still running."""
-        if (
-            not self._session_ready.is_set()
-            or self._active_response is not None
-            or self._tools_running
-            or self._ended.is_set()
-        ):
-            return
-        outputs, self._pending_outputs = self._pending_outputs, []
-        wants, self._wants_response = self._wants_response, False
-        if not outputs and not wants:
-            return
-        assert self._tasks is not None
-        self._tasks.create_task(self._send_all([*outputs, ResponseCreate()]))
-
-    async def _send_all(self, events: list[Any]) -> None:
-        session = self._session
-        assert session is not None
-        for event in events:
-            await session.send(event)
-
-    async def _wait_for_goodbye(self) -> None:
-        """Let the agent's current speech finish playing (capped)."""
-        cap = self.settings.hangup_grace_seconds
-        deadline = time.monotonic() + cap
-        # Give the response that carries the goodbye a moment to start.
-        await asyncio.sleep(0.1)
-        while time.monotonic() < deadline:
-            media = self._media
-            if self._active_response is None and (media is None or media.playout.idle):
-                if media is not None:
-                    await asyncio.sleep(GOODBYE_TAIL_SECONDS)
-                return
-            await asyncio.sleep(0.02)
-        log.info("goodbye cut at the cap %s", kv(call=self.call_id, cap_s=cap))
-
-    async def _tool_hangup(self, args: dict[str, Any]) -> None:
-        reason = str(args.get("reason", ""))[:200] or "agent ended the call"
-        log.info("hangup requested %s", kv(call=self.call_id, reason=reason))
-        await self._wait_for_goodbye()
-        self.request_end(f"agent hung up: {reason}")
-
-    async def _tool_send_dtmf(self, args: dict[str, Any]) -> str:
-        digits = validate_dtmf(args.get("digits"))
+    async def _send_dtmf(self, digits: str) -> str:
         try:
-            await self.context.controller.ari.send_dtmf(self.caller_channel_id, digits)
+            await self.services.ari.send_dtmf(self.caller_channel_id, digits)
         except AriError as exc:
             raise ToolError(f"the phone system did not accept the keys: {exc.args[0]}") from exc
-        log.info("dtmf sent %s", kv(call=self.call_id, digits=digits))
+        self._log.info("dtmf sent %s", kv(digits=digits))
         return tool_result(True, pressed=digits)
 
-    async def _tool_transfer(self, args: dict[str, Any]) -> str:
-        agent = self.agent
-        assert agent is not None
-        name = args.get("target")
-        target = agent.transfer_targets.get(name) if isinstance(name, str) else None
-        if target is None:
-            allowed = ", ".join(sorted(agent.transfer_targets))
-            raise ToolError(f"cannot transfer to {name!r}; allowed targets are: {allowed}")
-        await self._wait_for_goodbye()
-        ari = self.context.controller.ari
+    async def _transfer(self, name: str) -> str:
+        assert self.agent is not None
+        target = self.agent.transfer_targets[name]
+        ari = self.services.ari
         self._transferring_to = name
         try:
             if target.endpoint is not None:
@@ -744,102 +566,29 @@ class Call:
             self._transferring_to = None
             raise ToolError(f"the transfer to {name} failed: {exc.args[0]}") from exc
         self._handed_off = True
-        log.info("transferred %s", kv(call=self.call_id, target=name))
-        self.request_end(f"transferred to {name}")
+        self._log.info("transferred %s", kv(target=name))
+        self.request_end(Outcome.TRANSFERRED, f"transferred to {name}")
         return tool_result(True, target=name)
 
-    async def _tool_http(self, name: str, args: dict[str, Any]) -> str:
-        agent = self.agent
-        assert agent is not None
-        tool = agent.http_tools[name]
+    async def _http_tool(self, name: str, arguments: dict[str, Any]) -> str:
+        assert self.agent is not None
         body = {
             "call_id": self.call_id,
             "caller_number": self.caller.caller.number,
-            "arguments": args,
+            "arguments": arguments,
         }
-        timeout = aiohttp.ClientTimeout(total=tool.timeout)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
-                http.post(tool.url, json=body, headers=tool.headers) as response,
-            ):
-                text = await response.text()
-                if response.status >= 400:
-                    raise ToolError(f"{name} failed: the service answered HTTP {response.status}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ToolError(
-                f"{name} failed: {type(exc).__name__} (service unreachable or slow)"
-            ) from exc
-        return text[:16_000] or tool_result(True)
-
-    # --- caller keypresses ----------------------------------------------------------------
-
-    def _on_dtmf(self, digit: str) -> None:
-        self._last_activity = time.monotonic()
-        agent = self.agent
-        if agent is None or not agent.dtmf_to_model:
-            return
-        # Keys pressed before the model is ready wait in _pending_outputs.
-        self._dtmf_digits += digit
-        if self._dtmf_flush is not None:
-            self._dtmf_flush.cancel()
-        loop = asyncio.get_running_loop()
-        delay = 0.0 if digit == "#" else DTMF_COLLECT_SECONDS
-        self._dtmf_flush = loop.call_later(delay, self._send_dtmf_to_model)
-
-    def _send_dtmf_to_model(self) -> None:
-        digits, self._dtmf_digits = self._dtmf_digits, ""
-        self._dtmf_flush = None
-        if not digits or self._tasks is None or self._ended.is_set():
-            return
-        log.info("caller keys %s", kv(call=self.call_id, digits=digits))
-        self._pending_outputs.append(
-            ConversationItemCreate.user_text(f"[The caller pressed the keys: {digits}]")
-        )
-        self._wants_response = True
-        self._flush_outputs()
-
-    # --- limits ----------------------------------------------------------------------------
-
-    async def _limits(self) -> None:
-        """Maximum call duration and the silence timeout."""
-        settings = self.settings
-        while True:
-            await asyncio.sleep(0.5)
-            now = time.monotonic()
-            if settings.max_call_seconds and now - self.started >= settings.max_call_seconds:
-                await self._say_goodbye_and_end("the call reached its maximum duration")
-                return
-            silence = settings.silence_timeout_seconds
-            if silence and not self._agent_speaking() and now - self._last_activity >= silence:
-                await self._say_goodbye_and_end(f"nobody spoke for {silence}s")
-                return
-
-    async def _say_goodbye_and_end(self, why: str) -> None:
-        log.info("limit reached %s", kv(call=self.call_id, why=why))
-        session = self._session
-        if session is not None and self._active_response is None:
-            with contextlib.suppress(RealtimeError):
-                await session.send(
-                    ResponseCreate(
-                        response=ResponseParams(
-                            instructions="Say a short, polite goodbye to the caller now.",
-                            tool_choice="none",
-                        )
-                    )
-                )
-            await self._wait_for_goodbye()
-        self.request_end(why)
+        text = await self.services.http_tools.call(name, self.agent.http_tools[name], body)
+        return text or tool_result(True)
 
     # --- teardown --------------------------------------------------------------------------
 
     async def _teardown(self) -> None:
         """Release everything this call holds, exactly once, whatever ended it."""
-        controller = self.context.controller
-        ari = controller.ari
-        if self._dtmf_flush is not None:
-            self._dtmf_flush.cancel()
-        media = self._media
+        services = self.services
+        ari = services.ari
+        if not self.lifecycle.over:  # e.g. cancelled from outside
+            self.request_end(Outcome.HANDED_BACK, "controller stopping")
+        media = self.media
         if media is not None:
             media.close()
         session = self._session
@@ -852,40 +601,30 @@ class Call:
         if self._bridge_created:
             with contextlib.suppress(AriError):
                 await ari.destroy_bridge(self.bridge_id)
+        ending = self.lifecycle.ending
+        assert ending is not None
         if not self._caller_gone and not self._handed_off:
             try:
-                if self._to_dialplan:
-                    result = self.end_reason.replace(" ", "_").replace(":", "")
+                if ending.outcome.to_dialplan:
+                    result = ending.reason.replace(" ", "_").replace(":", "")
                     await ari.set_variable(self.caller_channel_id, RESULT_VARIABLE, result)
                     await ari.continue_in_dialplan(self.caller_channel_id)
                 else:
                     await ari.hangup(self.caller_channel_id)
             except AriError as exc:
-                log.debug("caller already gone %s", kv(call=self.call_id, error=exc))
-        controller.release_channel(self.external_channel_id)
+                self._log.debug("caller already gone %s", kv(error=exc))
+        services.router.release_channel(self.external_channel_id)
+        self.lifecycle.ended()
         fields: dict[str, object] = {
-            "call": self.call_id,
-            "reason": self.end_reason,
-            "duration_s": round(self.elapsed, 3),
+            "outcome": ending.outcome.value,
+            "reason": ending.reason,
+            "duration_s": round(self._now() - self.started, 3),
         }
         if media is not None:
-            stats = media.endpoint.stats
-            fields.update(
-                rtp_received=stats.received,
-                rtp_lost=stats.lost,
-                rtp_late=stats.late,
-                rtp_foreign=stats.foreign,
-                filled_frames=media.gap_filler.filled_frames if media.gap_filler else 0,
-                played_frames=media.playout.frames_audio,
-                input_dropped=self.input_chunks_dropped,
-                truncations=self.truncations,
-            )
-        log.info("StasisEnd %s", kv(**fields))
-
-
-def _safe_args(arguments: str) -> dict[str, Any]:
-    try:
-        value = parse_arguments(arguments)
-    except ToolError:
-        return {"raw": arguments[:200]}
-    return value
+            fields.update(media.summary().as_fields())
+        conversation = self._conversation
+        fields.update(
+            input_dropped=self.input_chunks_dropped,
+            truncations=conversation.truncations if conversation else 0,
+        )
+        self._log.info("StasisEnd %s", kv(**fields))

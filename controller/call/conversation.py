@@ -57,7 +57,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.agents import Agent
 from controller.call.bargein import BargeInGate, Decision, plan_truncation
 from controller.call.state import Outcome
 from controller.call.tools import parse_arguments, tool_result, validate_dtmf
@@ -225,31 +224,6 @@ class ConversationConfig:
     hangup_grace_seconds: float = 5.0
     max_call_seconds: float = 0.0  # 0: no limit
     silence_timeout_seconds: float = 0.0  # 0: no limit
-
-    @classmethod
-    def for_agent(
-        cls,
-        agent: Agent,
-        *,
-        barge_in_min_ms: int,
-        protect_greeting: bool,
-        hangup_grace_seconds: float,
-        max_call_seconds: float,
-        silence_timeout_seconds: float,
-    ) -> ConversationConfig:
-        """The conversation of a call served by ``agent``."""
-        return cls(
-            greeting=agent.greeting,
-            dtmf_to_model=agent.dtmf_to_model,
-            tools=frozenset(agent.tools),
-            transfer_targets=frozenset(agent.transfer_targets),
-            http_tools=frozenset(agent.http_tools),
-            barge_in_min_ms=barge_in_min_ms,
-            protect_greeting=protect_greeting,
-            hangup_grace_seconds=hangup_grace_seconds,
-            max_call_seconds=max_call_seconds,
-            silence_timeout_seconds=silence_timeout_seconds,
-        )
 
 
 @dataclass
@@ -636,9 +610,7 @@ class Conversation:
     def _check_goodbye(self, goodbye: _Goodbye, now: float, playback: Playback) -> list[Action]:
         done = goodbye.tail_until is not None and now >= goodbye.tail_until
         if not done and now >= goodbye.deadline:
-            self._log.info(
-                "goodbye cut at the cap %s", kv(cap_s=self.config.hangup_grace_seconds)
-            )
+            self._log.info("goodbye cut at the cap %s", kv(cap_s=self.config.hangup_grace_seconds))
             done = True
         if not done:
             if goodbye.tail_until is None and not self._agent_speaking(playback):

@@ -300,11 +300,22 @@ def test_audio_that_is_not_base64_is_skipped_and_the_call_goes_on() -> None:
 
 def test_fatal_model_errors_end_the_call_and_expected_races_do_not() -> None:
     conv = ready()
-    quiet = event("error", error={"type": "invalid_request_error", "code": "response_cancel_not_active", "message": "x"})
+    quiet = event(
+        "error",
+        error={
+            "type": "invalid_request_error",
+            "code": "response_cancel_not_active",
+            "message": "x",
+        },
+    )
     assert conv.model_event(quiet, 1.0, SILENT) == []
-    other = event("error", error={"type": "invalid_request_error", "code": "invalid_value", "message": "x"})
+    other = event(
+        "error", error={"type": "invalid_request_error", "code": "invalid_value", "message": "x"}
+    )
     assert conv.model_event(other, 1.0, SILENT) == []
-    fatal = event("error", error={"type": "invalid_request_error", "code": "invalid_api_key", "message": "x"})
+    fatal = event(
+        "error", error={"type": "invalid_request_error", "code": "invalid_api_key", "message": "x"}
+    )
     assert conv.model_event(fatal, 1.0, SILENT) == [
         EndCall(Outcome.FAILED, "model error invalid_api_key")
     ]
@@ -319,11 +330,15 @@ def speech_started(conv: Conversation, now: float, playback: Playback) -> list[A
 
 
 def response_created(conv: Conversation, response_id: str, now: float) -> None:
-    assert conv.model_event(event("response.created", response={"id": response_id}), now, SILENT) == []
+    assert (
+        conv.model_event(event("response.created", response={"id": response_id}), now, SILENT) == []
+    )
 
 
 def test_the_greeting_is_asked_for_first_and_protected_when_configured() -> None:
-    conv = Conversation(ConversationConfig(greeting="Hello!", protect_greeting=True), now=0, log=LOG)
+    conv = Conversation(
+        ConversationConfig(greeting="Hello!", protect_greeting=True), now=0, log=LOG
+    )
     (greet,) = sent(conv.session_ready(0.0))
     assert greet["type"] == "response.create"
     assert greet["response"]["instructions"].endswith("Hello!")
@@ -341,7 +356,12 @@ def test_barge_in_with_server_interruption_stops_playout_and_drops_later_deltas(
     assert actions == [Interrupt()]  # no response.cancel: the server cancels itself
     out = conv.interrupted([Heard("item_agent", 640, 1600), Heard("item_empty", 0, 0)])
     assert sent(out) == [
-        {"type": "conversation.item.truncate", "item_id": "item_agent", "content_index": 0, "audio_end_ms": 640}
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_agent",
+            "content_index": 0,
+            "audio_end_ms": 640,
+        }
     ]
     assert conv.truncations == 1
     late = event(
@@ -444,7 +464,9 @@ def test_max_duration_asks_for_a_goodbye_then_ends() -> None:
     assert goodbye["response"]["tool_choice"] == "none"
     response_created(conv, "resp_bye", 60.2)
     assert run_timers(conv, 61.0, SPEAKING) == []
-    conv.model_event(event("response.done", response={"id": "resp_bye", "status": "completed"}), 61.0, SILENT)
+    conv.model_event(
+        event("response.done", response={"id": "resp_bye", "status": "completed"}), 61.0, SILENT
+    )
     assert run_timers(conv, 61.5) == [
         EndCall(Outcome.AGENT_HUNG_UP, "the call reached its maximum duration")
     ]
