@@ -198,6 +198,22 @@ class Call:
         return ending.reason if ending else ""
 
     @property
+    def model_ready(self) -> bool:
+        """True once the model session is configured."""
+        return self._session_ready.is_set()
+
+    @property
+    def model_session_id(self) -> str:
+        """The model server's id of this call's session ("" before it is known)."""
+        session = self._session
+        return session.info.id if session is not None and session.info is not None else ""
+
+    @property
+    def truncations(self) -> int:
+        """Agent items cut short by the caller talking over them."""
+        return self._conversation.truncations if self._conversation else 0
+
+    @property
     def transcript(self) -> list[TranscriptLine]:
         """Every utterance so far."""
         return self._conversation.transcript if self._conversation else []
@@ -622,9 +638,5 @@ class Call:
         }
         if media is not None:
             fields.update(media.summary().as_fields())
-        conversation = self._conversation
-        fields.update(
-            input_dropped=self.input_chunks_dropped,
-            truncations=conversation.truncations if conversation else 0,
-        )
+        fields.update(input_dropped=self.input_chunks_dropped, truncations=self.truncations)
         self._log.info("StasisEnd %s", kv(**fields))

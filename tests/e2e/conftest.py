@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controller.app import Controller
-from controller.call.call import Call, CallContext
+from controller.call.call import Call, CallContext, CallServices
 from controller.config import load_settings
 from controller.modelserver import ModelServer, ServerConfig
 from tests.modelpeer.validate import validate_client_event, validate_server_event
@@ -136,8 +136,8 @@ async def start_controller(
         config = load_settings(**env)
         holder: list[RunningController] = []
 
-        def factory(context: CallContext) -> Call:
-            call = Call(context)
+        def factory(context: CallContext, services: CallServices) -> Call:
+            call = Call(context, services)
             original = call.run
 
             async def run() -> None:

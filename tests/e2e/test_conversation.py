@@ -296,7 +296,7 @@ async def test_send_dtmf_reaches_the_caller_in_order(
     assert result["digits"] == "1234"
     call = await ended_call(running)
     assert call.end_reason == "caller hung up"
-    assert [(n, a) for n, a, _ in call.tool_calls] == [("send_dtmf", {"digits": "1234#"})]
+    assert [(t.name, t.arguments) for t in call.tool_calls] == [("send_dtmf", {"digits": "1234#"})]
 
     record = model_server.session
     outputs = function_outputs(record)

@@ -30,6 +30,7 @@ import pytest
 
 from controller.audio.g711 import ulaw_decode, ulaw_encode
 from controller.call.call import Call
+from controller.call.state import CallState
 from controller.modelserver import ModelServer, SessionRecord
 from tests.e2e.conftest import RunningController
 from tests.rig.ari import AriClient, Event
@@ -78,8 +79,7 @@ def shared(asterisk: Sandbox, name: str) -> tuple[Path, str]:
 
 def media_up(call: Call) -> bool:
     """The call's RTP leg knows Asterisk's address and its model session is ready."""
-    media = call._media
-    return media is not None and media.endpoint.remote is not None and call._session_ready.is_set()
+    return call.state is CallState.CONNECTED
 
 
 async def wait_calls(running: RunningController, count: int, timeout: float = 10.0) -> list[Call]:
@@ -96,10 +96,9 @@ async def wait_calls(running: RunningController, count: int, timeout: float = 10
 
 def session_of(server: ModelServer, call: Call) -> SessionRecord:
     """The model server's record of ``call``'s model session."""
-    session = call._session
-    assert session is not None and session.info is not None
-    matches = [s for s in server.sessions if s.id == session.info.id]
-    assert len(matches) == 1, (session.info.id, [s.id for s in server.sessions])
+    session_id = call.model_session_id
+    matches = [s for s in server.sessions if s.id == session_id]
+    assert len(matches) == 1, (session_id, [s.id for s in server.sessions])
     return matches[0]
 
 
@@ -333,7 +332,7 @@ async def test_three_calls_each_hear_only_their_own_reply(
     # The other two are still running (and were not touched) when it ends.
     assert set(running.controller.calls) == {calls["201"].call_id, calls["202"].call_id}
     assert early.end_reason == "caller hung up"
-    assert not calls["201"]._ended.is_set() and not calls["202"]._ended.is_set()
+    assert not calls["201"].lifecycle.over and not calls["202"].lifecycle.over
 
     await asyncio.gather(
         *(

@@ -44,7 +44,7 @@ async def test_a_call_survives_the_events_websocket_dropping(
     await call_pbx(ari, "100", Script(wait=5), rig_id="reconn1")
     await wait_for(lambda: controller.calls, 10, what="the call to start")
     (call,) = controller.calls.values()
-    await wait_for(lambda: call._session is not None, 10, what="the model session")
+    await wait_for(lambda: call.model_ready, 10, what="the model session")
 
     first = controller.stream
     assert first is not None
