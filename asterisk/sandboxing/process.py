@@ -443,7 +443,7 @@ class Sandbox:
             raise SandboxError(
                 "asterisk sandbox: already in use: "
                 + ", ".join(busy)
-                + "; another Asterisk or sandbox is running (`python asterisk/sandbox.py stop` "
+                + "; another Asterisk or sandbox is running (`python3 -m asterisk.sandbox stop` "
                 "stops the command line's one; `pgrep -a asterisk` lists them)"
             )
 
