@@ -84,16 +84,27 @@ def mounts_under(path: Path) -> list[str]:
     prefix = str(path.absolute()).rstrip("/")
     found = []
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        lines = Path("/proc/self/mountinfo").read_bytes().splitlines()
     except OSError:
         return []
     for line in lines:
-        fields = line.split()
+        fields = line.split(b" ")
         if len(fields) > 4:
-            point = fields[4].encode().decode("unicode_escape")
+            point = _mountinfo_path(fields[4])
             if point == prefix or point.startswith(prefix + "/"):
                 found.append(point)
     return found
+
+
+def _mountinfo_path(field: bytes) -> str:
+    """A path as ``/proc/*/mountinfo`` writes it, decoded like :class:`~pathlib.Path` does.
+
+    Fields are separated by single spaces. The kernel writes a path's bytes
+    as they are, except space, tab, newline and backslash, which become
+    ``\\ooo`` octal escapes.
+    """
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
+    return os.fsdecode(raw)
 
 
 def remove_tree(path: Path) -> None:
