@@ -1,5 +1,6 @@
 """Asterisk configuration shared by the Docker image and the sandbox (:mod:`asterisk.sandbox`).
 
-A package only so the tests can ``import asterisk.sandbox``; the sandbox
-also runs as a script: ``python asterisk/sandbox.py --help``.
+A package only so the tests can ``import asterisk.sandbox`` (whose code lives
+in :mod:`asterisk.sandboxing`); the sandbox also runs as a command, from the
+repository root: ``python3 -m asterisk.sandbox --help``.
 """
