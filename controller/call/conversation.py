@@ -187,14 +187,86 @@ class EndCall:
 
 @dataclass(frozen=True)
 class TranscriptLine:
-    """One utterance: ``at`` is seconds since the call started."""
+    """One utterance: ``at`` (its start) and ``end`` are seconds since the call started."""
 
     at: float
     role: str  # "caller" | "agent"
     text: str
+    end: float | None = None
 
 
-Action = Send | Play | EndItem | Interrupt | RunTool | EndCall | TranscriptLine
+@dataclass
+class Turn:
+    """One response of the agent and how long the caller waited for it.
+
+    Times are seconds since the call started (``None``: did not happen or
+    not known). Latencies count from ``caller_stopped`` (the model's
+    ``speech_stopped``): the response is created, its first audio arrives,
+    its first frame leaves for Asterisk.
+    """
+
+    index: int
+    response_id: str
+    created: float
+    caller_stopped: float | None = None
+    first_audio: float | None = None
+    first_frame: float | None = None
+    barge_in: bool = False
+    barge_in_stop_latency: float | None = None
+    done: bool = False
+
+    def latency(self, at: float | None) -> float | None:
+        """Seconds from the caller's end of speech to ``at``."""
+        if at is None or self.caller_stopped is None:
+            return None
+        return at - self.caller_stopped
+
+
+@dataclass(frozen=True)
+class TurnEnded:
+    """A response is done (for live watchers; the turn may still gain its first frame)."""
+
+    turn: Turn
+
+
+@dataclass(frozen=True)
+class ToolCallEnded:
+    """A function call has its result (run, or refused)."""
+
+    call: ToolCall
+
+
+@dataclass
+class UsageSum:
+    """Token usage summed over the call's responses."""
+
+    input_audio_tokens: int = 0
+    input_text_tokens: int = 0
+    input_cached_tokens: int = 0
+    output_audio_tokens: int = 0
+    output_text_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Keys pressed: by the caller (one per event) or sent by the agent."""
+
+    direction: str  # "caller" | "agent"
+    digits: str
+    at: float
+
+
+Action = (
+    Send
+    | Play
+    | EndItem
+    | Interrupt
+    | RunTool
+    | EndCall
+    | TranscriptLine
+    | TurnEnded
+    | ToolCallEnded
+)
 
 
 @dataclass
@@ -288,6 +360,17 @@ class Conversation:
         self.tool_calls: list[ToolCall] = []
         #: Model audio items cut short by barge-in (a truncate was sent).
         self.truncations = 0
+        #: Every response of the agent, with its latencies.
+        self.turns: list[Turn] = []
+        #: Token usage so far.
+        self.usage = UsageSum()
+        #: Keys pressed both ways.
+        self.keys: list[Keys] = []
+        self._turn_by_response: dict[str, Turn] = {}
+        self._turn_by_item: dict[str, Turn] = {}
+        self._caller_stopped: float | None = None
+        self._speech_started: float | None = None
+        self._caller_speech: dict[str, float] = {}  # caller item -> speech_started
 
     # --- what the shell asks ------------------------------------------------------------
 
@@ -354,6 +437,11 @@ class Conversation:
             if event.response_id == responses.greeting:
                 responses.greeting_items.add(event.item_id)
             self._last_activity = now
+            turn = self._turn_by_response.get(event.response_id)
+            if turn is not None and event.item_id not in self._turn_by_item:
+                self._turn_by_item[event.item_id] = turn
+                if turn.first_audio is None:
+                    turn.first_audio = now - self.started
             return [Play(event.item_id, audio)]
         if isinstance(event, ResponseOutputAudioDone):
             if event.response_id in responses.cancelled:
@@ -361,18 +449,22 @@ class Conversation:
             return [EndItem(event.item_id)]
         if isinstance(event, InputAudioBufferSpeechStarted):
             self._last_activity = now
+            self._speech_started = now
+            self._caller_speech[event.item_id] = now
             decision = self._gate.speech_started(
                 now, self._agent_speaking(playback), self._greeting_playing(playback)
             )
             return self._apply(decision, now)
         if isinstance(event, InputAudioBufferSpeechStopped):
             self._last_activity = now
+            self._caller_stopped = now
             self._gate.speech_stopped()
             return []
         if isinstance(event, ResponseCreated):
             responses.active = event.response.id
             if responses.greeting_requested and responses.greeting is None:
                 responses.greeting = event.response.id
+            self._new_turn(event.response.id, now)
             return []
         if isinstance(event, ResponseDone):
             return self._response_done(event)
@@ -385,13 +477,23 @@ class Conversation:
         if isinstance(event, InputAudioTranscriptionCompleted):
             # Some servers send only deltas; the text so far then stands.
             text, self._caller_partial = event.transcript or self._caller_partial, ""
-            return self._utterance("caller", text, now)
+            return self._utterance(
+                "caller", text, now, self._caller_speech.pop(event.item_id, None)
+            )
         if isinstance(event, InputAudioTranscriptionFailed):
             text, self._caller_partial = self._caller_partial, ""
             self._log.info("caller transcription failed %s", kv(partial=text))
-            return self._utterance("caller", text, now)
+            return self._utterance(
+                "caller", text, now, self._caller_speech.pop(event.item_id, None)
+            )
         if isinstance(event, ResponseOutputAudioTranscriptDone):
-            return self._utterance("agent", event.transcript, now)
+            turn = self._turn_by_item.get(event.item_id)
+            start = (
+                None
+                if turn is None or turn.first_audio is None
+                else self.started + turn.first_audio
+            )
+            return self._utterance("agent", event.transcript, now, start)
         if isinstance(event, ErrorEvent):
             return self._model_error(event)
         return []
@@ -399,11 +501,19 @@ class Conversation:
     def caller_dtmf(self, digit: str, now: float) -> list[Action]:
         """The caller pressed a key (``ChannelDtmfReceived``)."""
         self._last_activity = now
+        self.keys.append(Keys("caller", digit, round(now - self.started, 3)))
         if self._stopped or not self.config.dtmf_to_model:
             return []
         self._dtmf_digits += digit
         # '#' ends an entry: send at once rather than after the pause.
         self._dtmf_due = now if digit == "#" else now + DTMF_COLLECT_SECONDS
+        return []
+
+    def playback_started(self, item_id: str, now: float) -> list[Action]:
+        """The first frame of an item's audio left for Asterisk."""
+        turn = self._turn_by_item.get(item_id)
+        if turn is not None and turn.first_frame is None:
+            turn.first_frame = now - self.started
         return []
 
     def caller_loud(self, now: float) -> None:
@@ -439,13 +549,18 @@ class Conversation:
         """
         self._tools_running.discard(call_id)
         record = next((t for t in self.tool_calls if t.call_id == call_id), None)
+        ended: list[Action] = []
         if record is not None:
             record.result, record.refused, record.finished = result, not ok, now
+            ended.append(ToolCallEnded(record))
+            if ok and record.name == "send_dtmf":
+                digits = str(record.arguments.get("digits", ""))
+                self.keys.append(Keys("agent", digits, round(now - self.started, 3)))
         if self._stopped:
-            return []
+            return ended
         self._pending_outputs.append(ConversationItemCreate.function_output(call_id, result))
         self._wants_response = True
-        return self._flush_outputs()
+        return [*ended, *self._flush_outputs()]
 
     def timer(self, now: float, playback: Playback) -> list[Action]:
         """Run whatever is due at ``now`` (call at or after :attr:`next_timer`)."""
@@ -471,11 +586,38 @@ class Conversation:
 
     # --- responses and outputs -----------------------------------------------------------
 
+    def _new_turn(self, response_id: str, now: float) -> None:
+        # A response to the caller's speech counts from its end; a response
+        # that follows a tool result or a greeting has no such moment.
+        stopped, self._caller_stopped = self._caller_stopped, None
+        turn = Turn(
+            index=len(self.turns),
+            response_id=response_id,
+            created=now - self.started,
+            caller_stopped=None if stopped is None else stopped - self.started,
+        )
+        self.turns.append(turn)
+        self._turn_by_response[response_id] = turn
+
     def _response_done(self, event: ResponseDone) -> list[Action]:
         response = event.response
         if response.id == self._responses.active:
             self._responses.active = None
         usage = response.usage
+        if usage is not None:
+            sums, inp, out = self.usage, usage.input_token_details, usage.output_token_details
+            if inp is not None:
+                sums.input_audio_tokens += inp.audio_tokens
+                sums.input_text_tokens += inp.text_tokens
+                sums.input_cached_tokens += inp.cached_tokens
+            if out is not None:
+                sums.output_audio_tokens += out.audio_tokens
+                sums.output_text_tokens += out.text_tokens
+        ended: list[Action] = []
+        turn = self._turn_by_response.get(response.id)
+        if turn is not None and not turn.done:
+            turn.done = True
+            ended.append(TurnEnded(turn))
         self._log.debug(
             "response done %s",
             kv(
@@ -484,7 +626,7 @@ class Conversation:
                 tokens=usage.total_tokens if usage else 0,
             ),
         )
-        return self._flush_outputs()
+        return [*ended, *self._flush_outputs()]
 
     def _flush_outputs(self) -> list[Action]:
         """Tool results, then one response.create, once no response is active,
@@ -514,11 +656,14 @@ class Conversation:
         self._wants_response = True
         return self._flush_outputs()
 
-    def _utterance(self, role: str, text: str, now: float) -> list[Action]:
+    def _utterance(
+        self, role: str, text: str, now: float, start: float | None = None
+    ) -> list[Action]:
         text = text.strip()
         if not text:
             return []
-        line = TranscriptLine(round(now - self.started, 3), role, text)
+        at = round((now if start is None else start) - self.started, 3)
+        line = TranscriptLine(at, role, text, end=round(now - self.started, 3))
         self.transcript.append(line)
         return [line]
 
@@ -558,7 +703,7 @@ class Conversation:
                 self._log.info("hangup requested %s", kv(reason=reason))
                 # The goodbye is playing or about to: let it finish, then end.
                 ending = EndCall(Outcome.AGENT_HUNG_UP, f"agent hung up: {reason}")
-                return self._start_goodbye([ending], "hangup", now)
+                return [ToolCallEnded(record), *self._start_goodbye([ending], "hangup", now)]
             if name == "send_dtmf":
                 run = RunTool(call_id, name, {"digits": validate_dtmf(args.get("digits"))})
             elif name == "transfer":
@@ -581,7 +726,7 @@ class Conversation:
                 ConversationItemCreate.function_output(call_id, record.result)
             )
             self._wants_response = True
-            return self._flush_outputs()
+            return [ToolCallEnded(record), *self._flush_outputs()]
         self._tools_running.add(call_id)
         return [run]
 
@@ -640,7 +785,7 @@ class Conversation:
     def _apply(self, decision: Decision, now: float) -> list[Action]:
         if decision is Decision.INTERRUPT:
             self._gate_poll_at = None
-            return self._interrupt()
+            return self._interrupt(now)
         if decision is Decision.WAIT:
             if self._gate_poll_at is None:
                 self._caller_loud_at = now  # speech_started: the caller is talking
@@ -658,9 +803,15 @@ class Conversation:
         )
         return self._apply(decision, now)
 
-    def _interrupt(self) -> list[Action]:
+    def _interrupt(self, now: float) -> list[Action]:
         """Stop the agent within one frame; the truncation follows :meth:`interrupted`."""
         active = self._responses.active
+        turn = self._turn_by_response.get(active) if active else None
+        turn = turn or (self.turns[-1] if self.turns else None)
+        if turn is not None and not turn.barge_in:
+            turn.barge_in = True
+            if self._speech_started is not None:
+                turn.barge_in_stop_latency = now - self._speech_started
         actions: list[Action] = [Interrupt()]
         if active is not None:
             self._responses.cancelled.add(active)

@@ -29,11 +29,15 @@ from controller.call.conversation import (
     EndItem,
     Heard,
     Interrupt,
+    Keys,
     Play,
     Playback,
     RunTool,
     Send,
+    ToolCallEnded,
     TranscriptLine,
+    TurnEnded,
+    UsageSum,
 )
 from controller.call.state import Outcome
 from controller.realtime.events import ResponseOutputAudioDelta, ServerEvent, parse_server_event
@@ -63,14 +67,31 @@ def ready(config: ConversationConfig = TOOLS, now: float = 0.0) -> Conversation:
     return conv
 
 
+#: Actions that only report (to live watchers); most tests look at the decisions.
+REPORTS = (TurnEnded, ToolCallEnded)
+
+
 def feed(
-    conv: Conversation, events: list[ServerEvent], now: float = 1.0, playback: Playback = SILENT
+    conv: Conversation,
+    events: list[ServerEvent],
+    now: float = 1.0,
+    playback: Playback = SILENT,
+    *,
+    reports: bool = False,
 ) -> list[tuple[str, Action]]:
     """Feed every event; return ``(event type, action)`` for every action, in order."""
     out = []
     for ev in events:
-        out += [(ev.type, a) for a in conv.model_event(ev, now, playback)]
+        out += [
+            (ev.type, a)
+            for a in conv.model_event(ev, now, playback)
+            if reports or not isinstance(a, REPORTS)
+        ]
     return out
+
+
+def decisions(actions: list[Action]) -> list[Action]:
+    return [a for a in actions if not isinstance(a, REPORTS)]
 
 
 def sent(actions: list[Action]) -> list[dict[str, Any]]:
@@ -132,7 +153,7 @@ def test_a_tool_result_before_response_done_waits_for_it() -> None:
     events = stream("tool_send_dtmf.jsonl")
     done_at = [e.type for e in events].index("response.done")
     feed(conv, events[:done_at])
-    assert conv.tool_finished(_call_ids(events)[0], '{"ok":true}', 1.1, ok=True) == []
+    assert decisions(conv.tool_finished(_call_ids(events)[0], '{"ok":true}', 1.1, ok=True)) == []
     out = feed(conv, events[done_at:])
     assert [e["type"] for e in sent([a for _, a in out])] == [
         "conversation.item.create",
@@ -270,9 +291,9 @@ def test_caller_transcripts_come_from_completed_or_else_the_deltas() -> None:
         now=3.25,
     )
     assert conv.transcript == [
-        TranscriptLine(3.25, "caller", "Opening hours?"),
-        TranscriptLine(3.25, "caller", "Is anyone there?"),
-        TranscriptLine(3.25, "caller", "Hel"),
+        TranscriptLine(3.25, "caller", "Opening hours?", end=3.25),
+        TranscriptLine(3.25, "caller", "Is anyone there?", end=3.25),
+        TranscriptLine(3.25, "caller", "Hel", end=3.25),
     ]
 
 
@@ -498,3 +519,78 @@ def _call_ids(events: list[ServerEvent]) -> list[str]:
         for e in events
         if e.type == "response.function_call_arguments.done"
     ]
+
+
+# --- what the call record is built from -------------------------------------------------
+
+
+def test_turns_measure_the_wait_from_the_end_of_the_callers_speech() -> None:
+    conv = ready(ConversationConfig(), now=100.0)
+    stopped = event("input_audio_buffer.speech_stopped", audio_end_ms=1500, item_id="item_c1")
+    conv.model_event(stopped, 102.0, SILENT)
+    created = event("response.created", response={"id": "resp_1"})
+    assert conv.model_event(created, 102.25, SILENT) == []
+    delta = event(
+        "response.output_audio.delta",
+        response_id="resp_1",
+        item_id="item_a1",
+        output_index=0,
+        content_index=0,
+        delta="AAAA",
+    )
+    conv.model_event(delta, 102.5, SILENT)
+    conv.model_event(delta, 102.6, SILENT)  # later deltas change nothing
+    conv.playback_started("item_a1", 102.52)
+    usage = {
+        "total_tokens": 60,
+        "input_tokens": 40,
+        "output_tokens": 20,
+        "input_token_details": {"text_tokens": 10, "audio_tokens": 30, "cached_tokens": 8},
+        "output_token_details": {"text_tokens": 5, "audio_tokens": 15},
+    }
+    done = event("response.done", response={"id": "resp_1", "status": "completed", "usage": usage})
+    (ended,) = conv.model_event(done, 103.0, SILENT)
+    assert isinstance(ended, TurnEnded)
+    turn = ended.turn
+    assert turn.caller_stopped == pytest.approx(2.0)
+    assert turn.latency(turn.created) == pytest.approx(0.25)
+    assert turn.latency(turn.first_audio) == pytest.approx(0.5)
+    assert turn.latency(turn.first_frame) == pytest.approx(0.52)
+    assert not turn.barge_in
+    # A follow-up response (after a tool) has no caller stop to count from.
+    conv.model_event(event("response.created", response={"id": "resp_2"}), 104.0, SILENT)
+    assert conv.turns[1].caller_stopped is None and conv.turns[1].latency(5.0) is None
+    conv.model_event(done, 105.0, SILENT)  # the same usage again: totals add up
+    assert conv.usage == UsageSum(
+        input_audio_tokens=60,
+        input_text_tokens=20,
+        input_cached_tokens=16,
+        output_audio_tokens=30,
+        output_text_tokens=10,
+    )
+
+
+def test_a_barge_in_marks_its_turn_with_how_fast_the_agent_stopped() -> None:
+    conv = ready(ConversationConfig(barge_in_min_ms=100))
+    response_created(conv, "resp_1", 1.0)
+    speech_started(conv, 2.0, SPEAKING)
+    conv.caller_loud(2.1)
+    actions = run_timers(conv, 2.2, SPEAKING)
+    assert Interrupt() in actions
+    (turn,) = conv.turns
+    assert turn.barge_in
+    assert turn.barge_in_stop_latency == pytest.approx(0.1, abs=0.021)
+
+
+def test_keys_both_ways_and_tool_calls_are_reported() -> None:
+    conv = ready()
+    conv.caller_dtmf("5", 1.5)
+    events = stream("tool_send_dtmf.jsonl")
+    feed(conv, events, now=2.0)
+    out = conv.tool_finished(_call_ids(events)[0], '{"ok":true}', 2.5, ok=True)
+    (ended,) = [a for a in out if isinstance(a, ToolCallEnded)]
+    assert ended.call.name == "send_dtmf" and ended.call.finished == 2.5
+    assert conv.keys == [Keys("caller", "5", 1.5), Keys("agent", "1234#", 2.5)]
+    # A refused call is reported at once.
+    refused = [a for _, a in feed(conv, stream("tool_transfer_denied.jsonl"), reports=True)]
+    assert any(isinstance(a, ToolCallEnded) and a.call.refused for a in refused)
