@@ -38,8 +38,9 @@ from controller.ari.events import (
 )
 from controller.ari.rest import AriClient
 from controller.ari.stream import AriEventStream
-from controller.call.call import Call, CallContext, CallServices
+from controller.call.call import Call
 from controller.call.http_tools import HttpToolClient
+from controller.call.services import CallContext, CallServices, ChannelOwner
 from controller.call.state import Outcome
 from controller.config import Settings
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
@@ -80,7 +81,7 @@ class Controller:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self.calls: dict[str, Call] = {}
-        self._by_channel: dict[str, Call] = {}
+        self._by_channel: dict[str, ChannelOwner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: The current events websocket (None between connections).
         self.stream: AriEventStream | None = None
@@ -119,9 +120,9 @@ class Controller:
 
     # --- channel ownership ---------------------------------------------------------
 
-    def claim_channel(self, channel_id: str, call: Call) -> None:
-        """Route events of ``channel_id`` to ``call`` (before creating it)."""
-        self._by_channel[channel_id] = call
+    def claim_channel(self, channel_id: str, owner: ChannelOwner) -> None:
+        """Route events of ``channel_id`` to ``owner`` (before creating it)."""
+        self._by_channel[channel_id] = owner
 
     def release_channel(self, channel_id: str) -> None:
         """Stop routing events of ``channel_id``."""

@@ -11,9 +11,9 @@ itself never formats secrets into messages.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
-import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 

@@ -34,13 +34,11 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from controller.agents import Agent, AgentsFile, parse_stasis_args, resolve_agent
+from controller.agents import Agent, parse_stasis_args, resolve_agent
 from controller.ari.events import (
     AriEvent,
-    Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
     ChannelHangupRequest,
@@ -48,9 +46,9 @@ from controller.ari.events import (
     StasisStart,
     event_channel,
 )
-from controller.ari.rest import AriClient
 from controller.audio.resample import converters_for
 from controller.call.bargein import is_loud
+from controller.call.bridge import MediaLeg
 from controller.call.conversation import (
     SILENT,
     Action,
@@ -65,26 +63,27 @@ from controller.call.conversation import (
     RunTool,
     Send,
     ToolCall,
+    ToolCallEnded,
     TranscriptLine,
+    TurnEnded,
 )
-from controller.call.http_tools import HttpToolClient
+from controller.call.record import CallFacts, build_record, turn_entry
+from controller.call.services import CallContext, CallServices
 from controller.call.state import CallLifecycle, CallState, Outcome
 from controller.call.tools import build_instructions, declarations, tool_result
-from controller.config import Settings
 from controller.errors import (
     AriError,
     AriNotFound,
     AriRealtimeError,
-    CallError,
     RealtimeConnectionError,
     RealtimeError,
     ToolError,
 )
 from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
-from controller.media.clock import MediaClock
 from controller.realtime.events import ClientEvent, build_session_update
 from controller.realtime.session import RealtimeSession, connect_realtime
+from controller.records import CallRecord, MediaCounters, UsageTotals
 
 log = logging.getLogger("controller.call")
 
@@ -97,41 +96,6 @@ RESULT_VARIABLE = "ARI_REALTIME_RESULT"
 INPUT_CHUNK_BYTES = 320
 #: Caller audio kept while the model session opens: 10 s of 40 ms chunks.
 INPUT_QUEUE_CHUNKS = 250
-#: How long to wait for the externalMedia channel's own StasisStart.
-EXTERNAL_MEDIA_TIMEOUT = 5.0
-
-
-class ChannelRouter(Protocol):
-    """Routes ARI events of a channel to the call that owns it."""
-
-    def claim_channel(self, channel_id: str, call: Call) -> None:
-        """Route events of ``channel_id`` to ``call`` (before the channel exists)."""
-
-    def release_channel(self, channel_id: str) -> None:
-        """Stop routing events of ``channel_id``."""
-
-
-@dataclass(frozen=True)
-class CallServices:
-    """What every call of the process shares (given, never looked up)."""
-
-    settings: Settings
-    ari: AriClient
-    clock: MediaClock
-    router: ChannelRouter
-    http_tools: HttpToolClient
-    agents: AgentsFile | None = None
-    #: Prefix of every bridge / channel id the app creates.
-    id_prefix: str = "voicebot-"
-
-
-@dataclass
-class CallContext:
-    """What a call is born with."""
-
-    call_id: str
-    channel: Channel
-    args: list[str] = field(default_factory=list)
 
 
 class _CallOver(Exception):
@@ -152,6 +116,8 @@ class Call:
         self.external_channel_id = f"{services.id_prefix}em-{self.call_id}"
         self._now: Callable[[], float] = loop.time
         self.started = self._now()
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.answered_at: dt.datetime | None = None
         self.lifecycle = CallLifecycle()
         self.agent: Agent | None = None
         self.media: CallMedia | None = None
@@ -163,9 +129,14 @@ class Call:
         #: The transfer target while the transfer request is under way: the
         #: caller's StasisEnd may arrive before ARI answers the request.
         self._transferring_to: str | None = None
-        self._bridge_created = False
-        self._external_created = False
-        self._external_started: asyncio.Future[None] = loop.create_future()
+        self._leg = MediaLeg(
+            services.ari,
+            app=settings.ari_app,
+            call_id=self.call_id,
+            bridge_id=self.bridge_id,
+            channel_id=self.external_channel_id,
+            log=self._log,
+        )
         self._session: RealtimeSession | None = None
         self._session_ready = asyncio.Event()
         self._to_model: asyncio.Queue[bytes] = asyncio.Queue(INPUT_QUEUE_CHUNKS)
@@ -231,8 +202,8 @@ class Call:
         if channel is None:
             return
         if channel.id == self.external_channel_id:
-            if isinstance(event, StasisStart) and not self._external_started.done():
-                self._external_started.set_result(None)
+            if isinstance(event, StasisStart):
+                self._leg.channel_started()
             elif isinstance(event, ChannelDestroyed | StasisEnd):
                 self.request_end(Outcome.FAILED, "externalMedia channel went away")
             return
@@ -245,6 +216,8 @@ class Call:
             else:
                 conversation.caller_dtmf(event.digit, self._now())
                 self._poke_timer()
+            data = {"direction": "caller", "digits": event.digit}
+            self.services.observers.call_event(self.call_id, "dtmf", data)
         elif isinstance(event, ChannelHangupRequest | ChannelDestroyed):
             self.on_caller_gone("caller hung up")
         elif isinstance(event, StasisEnd):
@@ -321,41 +294,20 @@ class Call:
         tasks.create_task(self._run_timers(conversation), name=f"timers-{self.call_id}")
 
         await ari.answer(self.caller_channel_id)
+        self.answered_at = dt.datetime.now(dt.UTC)
         self._log.info("answered %s", kv(profile=agent.profile))
+        services.observers.call_started(self.record())
         model = tasks.create_task(self._open_model(agent), name=f"model-open-{self.call_id}")
 
         media = self.media = await CallMedia.open(
             services.clock, settings.media_address, settings.media_port_range, self._on_caller_audio
         )
-        host, port = media.local_address
-        # Mark before asking: if a failure elsewhere (the model) cancels set-up
-        # while the request is in flight, Asterisk may still create the
-        # resource, and teardown must delete it (a 404 there is harmless).
-        self._bridge_created = True
-        await ari.create_bridge(bridge_id=self.bridge_id, type="mixing", name=self.call_id)
         services.router.claim_channel(self.external_channel_id, self)
-        self._external_created = True
-        external = await ari.external_media(
-            app=settings.ari_app,
-            external_host=f"{host}:{port}",
-            format="ulaw",
-            channel_id=self.external_channel_id,
-            data=self.call_id,
-        )
-        variables = external.channelvars or {}
-        remote_host = variables.get("UNICASTRTP_LOCAL_ADDRESS")
-        remote_port = variables.get("UNICASTRTP_LOCAL_PORT")
-        if not remote_host or not remote_port:
-            remote_host = await ari.get_variable(
-                self.external_channel_id, "UNICASTRTP_LOCAL_ADDRESS"
-            )
-            remote_port = await ari.get_variable(self.external_channel_id, "UNICASTRTP_LOCAL_PORT")
-        media.set_remote(remote_host, int(remote_port))
-        await self._wait_external_in_stasis()
-        await ari.add_channel(self.bridge_id, self.caller_channel_id, self.external_channel_id)
-        local, asterisk = f"{host}:{port}", f"{remote_host}:{remote_port}"
+        await self._leg.connect(self.caller_channel_id, media)
+        local, asterisk = media.local_address, self._leg.asterisk_address
         self._log.info(
-            "media up %s", kv(local=local, asterisk=asterisk, audio=settings.realtime_audio)
+            "media up %s",
+            kv(local=_address(local), asterisk=_address(asterisk), audio=settings.realtime_audio),
         )
         tasks.create_task(self._send_audio_to_model(), name=f"model-audio-{self.call_id}")
         session = await model
@@ -365,23 +317,6 @@ class Call:
         tasks.create_task(self._receive_from_model(session), name=f"model-recv-{self.call_id}")
         tasks.create_task(self._send_to_model(session), name=f"model-send-{self.call_id}")
         self._execute(conversation.session_ready(self._now()))
-
-    async def _wait_external_in_stasis(self) -> None:
-        ari = self.services.ari
-        try:
-            async with asyncio.timeout(EXTERNAL_MEDIA_TIMEOUT):
-                await self._external_started
-        except TimeoutError:
-            # The event may have been lost (e.g. the events websocket blipped):
-            # ask Asterisk where the channel is before giving up.
-            state = await ari.get_channel(self.external_channel_id)
-            where = state.dialplan.app_name if state.dialplan else ""
-            if where != "Stasis":
-                raise CallError(
-                    f"externalMedia channel did not enter Stasis within "
-                    f"{EXTERNAL_MEDIA_TIMEOUT:g}s (state {state.state}, app {where or '-'})"
-                ) from None
-            self._log.warning("externalMedia StasisStart not seen; channel is in Stasis, going on")
 
     async def _channel_profile(self) -> str | None:
         """The profile from the ``ARI_REALTIME_PROFILE`` channel variable, if set."""
@@ -509,6 +444,15 @@ class Call:
                 self.request_end(action.outcome, action.reason)
             elif isinstance(action, TranscriptLine):
                 self._log.info("transcript %s", kv(role=action.role, t=action.at, text=action.text))
+                line = {"role": action.role, "text": action.text, "at": action.at}
+                self.services.observers.call_event(self.call_id, "transcript", line)
+            elif isinstance(action, TurnEnded):
+                turn = turn_entry(action.turn).model_dump()
+                self.services.observers.call_event(self.call_id, "turn", turn)
+            elif isinstance(action, ToolCallEnded):
+                call = action.call
+                data = {"name": call.name, "arguments": call.arguments, "refused": call.refused}
+                self.services.observers.call_event(self.call_id, "tool_call", data)
         self._poke_timer()
 
     def _interrupt(self) -> None:
@@ -596,6 +540,39 @@ class Call:
         text = await self.services.http_tools.call(name, self.agent.http_tools[name], body)
         return text or tool_result(True)
 
+    # --- the record ---------------------------------------------------------------------------
+
+    def record(self, *, final: bool = False) -> CallRecord:
+        """The call's record so far (``final``: after teardown)."""
+        agent, ending = self.agent, self.lifecycle.ending
+        model = self.settings.realtime_model
+        fields = self._template_fields()
+        facts = CallFacts(
+            call_id=self.call_id,
+            direction="inbound",
+            started_at=self.started_at,
+            controller_id=self.services.controller_id,
+            caller_number=fields["caller_number"],
+            caller_name=fields["caller_name"],
+            dialled_number=fields["dialed_number"],
+            profile=agent.profile if agent else "",
+            model=model,
+            caller_channel_id=self.caller_channel_id,
+            bridge_id=self.bridge_id,
+            external_channel_id=self.external_channel_id,
+        )
+        conversation = self._conversation
+        cost = self.services.cost(model, conversation_usage(conversation)) if conversation else 0.0
+        return build_record(
+            facts,
+            conversation,
+            answered_at=self.answered_at,
+            ended_at=dt.datetime.now(dt.UTC) if final else None,
+            ending=ending if final else None,
+            media=media_counters(self.media) if self.media is not None else None,
+            cost_usd=cost,
+        )
+
     # --- teardown --------------------------------------------------------------------------
 
     async def _teardown(self) -> None:
@@ -611,12 +588,7 @@ class Call:
         if session is not None:
             with contextlib.suppress(RealtimeError, OSError):
                 await session.close()
-        if self._external_created:
-            with contextlib.suppress(AriError):
-                await ari.hangup(self.external_channel_id)
-        if self._bridge_created:
-            with contextlib.suppress(AriError):
-                await ari.destroy_bridge(self.bridge_id)
+        await self._leg.release()
         ending = self.lifecycle.ending
         assert ending is not None
         if not self._caller_gone and not self._handed_off:
@@ -639,4 +611,30 @@ class Call:
         if media is not None:
             fields.update(media.summary().as_fields())
         fields.update(input_dropped=self.input_chunks_dropped, truncations=self.truncations)
+        record = self.record(final=True)
+        fields["cost_usd"] = record.cost_usd
         self._log.info("StasisEnd %s", kv(**fields))
+        services.observers.call_ended(record)
+
+
+def conversation_usage(conversation: Conversation) -> UsageTotals:
+    """The conversation's usage totals as the record keeps them."""
+    return UsageTotals(**vars(conversation.usage))
+
+
+def media_counters(media: CallMedia) -> MediaCounters:
+    """The media summary as the record keeps it."""
+    summary = media.summary()
+    return MediaCounters(
+        rtp_received=summary.rx_received,
+        rtp_lost=summary.rx_lost,
+        rtp_late=summary.rx_late,
+        rtp_foreign=summary.rx_foreign,
+        filled_frames=summary.gap_frames,
+        played_frames=summary.played_frames,
+        playout_underruns=summary.underruns,
+    )
+
+
+def _address(address: tuple[str, int] | None) -> str:
+    return "-" if address is None else f"{address[0]}:{address[1]}"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from controller.app import Controller
-from controller.call.call import Call, CallContext, CallServices
+from controller.call.call import Call
+from controller.call.services import CallContext, CallServices
 from controller.config import load_settings
 from controller.modelserver import ModelServer, ServerConfig
 from tests.modelpeer.validate import validate_client_event, validate_server_event
