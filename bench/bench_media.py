@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.audio.g711 import ulaw_decode, ulaw_encode  # noqa: E402
 from controller.audio.resample import Passthrough, Pcm24kToUlaw, UlawToPcm24k  # noqa: E402
+from controller.media.playout import Playout  # noqa: E402
+from controller.media.schedule import FrameSchedule  # noqa: E402
 from controller.rtp.endpoint import RtpEndpoint  # noqa: E402
 from controller.rtp.packet import RTP_HEADER_STRUCT, RtpPacket  # noqa: E402
-from controller.rtp.playout import FrameSchedule, OutgoingStream, Playout  # noqa: E402
+from controller.rtp.sender import OutgoingStream  # noqa: E402
 from controller.rtp.stats import ReceiveStats  # noqa: E402
 
 FRAMES_PER_SECOND = 50
@@ -160,7 +162,6 @@ async def endpoint_receive(packets: int = 20_000, batch: int = 50) -> float:
             await arrived.wait()
         elapsed = time.process_time() - start
     endpoint.close()
-    await endpoint.wait_closed()
     return elapsed / packets * 1e6
 
 

@@ -42,7 +42,7 @@ from controller.call.call import Call, CallContext
 from controller.config import Settings
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
 from controller.logs import kv
-from controller.rtp.endpoint import MediaClock
+from controller.media.clock import MediaClock
 
 log = logging.getLogger("controller.app")
 

@@ -71,6 +71,7 @@ from controller.errors import (
     ToolError,
 )
 from controller.logs import kv
+from controller.media.call_media import CallMedia
 from controller.realtime.events import (
     ConversationItemCreate,
     ConversationItemTruncate,
@@ -94,7 +95,6 @@ from controller.realtime.events import (
     build_session_update,
 )
 from controller.realtime.session import RealtimeSession, connect_realtime
-from controller.rtp.endpoint import CallMedia
 
 if TYPE_CHECKING:
     from controller.app import Controller
@@ -472,15 +472,15 @@ class Call:
             if event.response_id == self._greeting_response:
                 self._greeting_items.add(event.item_id)
             audio = self._output_convert.convert(base64.b64decode(event.delta))
-            self._media.playout.enqueue(event.item_id, audio)
+            self._media.play(event.item_id, audio)
             self._last_activity = time.monotonic()
         elif isinstance(event, ResponseOutputAudioDone):
             if self._media is not None and event.response_id not in self._cancelled_responses:
                 # The resampler holds a few ms back; they belong to this item.
                 tail = self._output_convert.flush()
                 if tail:
-                    self._media.playout.enqueue(event.item_id, tail)
-                self._media.playout.end_item(event.item_id)
+                    self._media.play(event.item_id, tail)
+                self._media.end_item(event.item_id)
         elif isinstance(event, InputAudioBufferSpeechStarted):
             self._last_activity = time.monotonic()
             decision = self._gate.speech_started(
@@ -566,14 +566,14 @@ class Call:
 
     def _agent_speaking(self) -> bool:
         media = self._media
-        return self._active_response is not None or (media is not None and not media.playout.idle)
+        return self._active_response is not None or (media is not None and media.speaking)
 
     def _greeting_playing(self) -> bool:
         greeting = self._greeting_response
         if greeting is None:
             return False
         media = self._media
-        playing = media.playout.current_item if media is not None else None
+        playing = media.current_item if media is not None else None
         return self._active_response == greeting or playing in self._greeting_items
 
     def _apply(self, decision: Decision) -> None:
@@ -608,7 +608,7 @@ class Call:
         session = self._session
         if media is None or session is None:
             return
-        discarded = media.playout.flush()
+        discarded = media.interrupt()
         self._output_convert.reset()
         active = self._active_response
         if active is not None:
@@ -617,7 +617,7 @@ class Call:
         for cut in discarded:
             if cut.received_ms == 0:
                 continue  # no audio of it reached us: nothing to truncate
-            truncation = plan_truncation(cut.item_id, cut.played_ms, cut.received_ms, False)
+            truncation = plan_truncation(cut.item_id, cut.played_ms, cut.received_ms, cut.finished)
             if truncation is None:
                 continue
             self.truncations += 1
@@ -696,7 +696,7 @@ class Call:
         await asyncio.sleep(0.1)
         while time.monotonic() < deadline:
             media = self._media
-            if self._active_response is None and (media is None or media.playout.idle):
+            if self._active_response is None and (media is None or not media.speaking):
                 if media is not None:
                     await asyncio.sleep(GOODBYE_TAIL_SECONDS)
                 return
@@ -869,17 +869,8 @@ class Call:
             "duration_s": round(self.elapsed, 3),
         }
         if media is not None:
-            stats = media.endpoint.stats
-            fields.update(
-                rtp_received=stats.received,
-                rtp_lost=stats.lost,
-                rtp_late=stats.late,
-                rtp_foreign=stats.foreign,
-                filled_frames=media.gap_filler.filled_frames if media.gap_filler else 0,
-                played_frames=media.playout.frames_audio,
-                input_dropped=self.input_chunks_dropped,
-                truncations=self.truncations,
-            )
+            fields.update(media.summary().as_fields())
+            fields.update(input_dropped=self.input_chunks_dropped, truncations=self.truncations)
         log.info("StasisEnd %s", kv(**fields))
 
 

@@ -79,7 +79,7 @@ def shared(asterisk: Sandbox, name: str) -> tuple[Path, str]:
 def media_up(call: Call) -> bool:
     """The call's RTP leg knows Asterisk's address and its model session is ready."""
     media = call._media
-    return media is not None and media.endpoint.remote is not None and call._session_ready.is_set()
+    return media is not None and media.remote_address is not None and call._session_ready.is_set()
 
 
 async def wait_calls(running: RunningController, count: int, timeout: float = 10.0) -> list[Call]:
@@ -113,7 +113,7 @@ async def wait_reply_played(
 
     def played() -> bool:
         done = [r for r in record.responses if r.status == "completed" and r.kind == "audio"]
-        return bool(done) and media.playout.idle and media.playout.frames_audio * 20 >= min_ms
+        return bool(done) and not media.speaking and media.summary().played_frames * 20 >= min_ms
 
     await wait_for(played, timeout, what="the reply to be generated and played out")
 
@@ -277,14 +277,15 @@ async def test_caller_speech_reaches_the_model_and_the_reply_reaches_the_caller(
     assert call.end_reason == "caller hung up"
     assert call.input_chunks_dropped == 0
     media = call._media
-    assert media is not None and media.gap_filler is not None
-    assert media.endpoint.stats.foreign == 0
-    assert abs(media.playout.frames_audio * 0.02 - REPLY_S) <= 0.04, media.playout.frames_audio
+    assert media is not None
+    summary = media.summary()
+    assert summary.rx_foreign == 0
+    assert abs(summary.played_frames * 0.02 - REPLY_S) <= 0.04, summary.played_frames
     print(
         f"{mode}: turn {turn.audio_ms:.0f} ms (speech {speech_ms(turn.audio_ms):.0f} ms) "
         f"at {turn.rms_dbfs:.1f} dBFS; caller heard {stats.dominant_hz:.1f} Hz for "
-        f"{stats.active:.2f} s; played {media.playout.frames_audio} frames; "
-        f"rtp in {media.endpoint.stats.received}, gap frames {media.gap_filler.filled_frames}"
+        f"{stats.active:.2f} s; played {summary.played_frames} frames; "
+        f"rtp in {summary.rx_received}, gap frames {summary.gap_frames}"
     )
 
 
@@ -322,7 +323,7 @@ async def test_three_calls_each_hear_only_their_own_reply(
     early_media = early._media
     assert early_media is not None
     await wait_for(
-        lambda: early_media.playout.frames_audio >= 30,
+        lambda: early_media.summary().played_frames >= 30,
         15,
         what="the third caller's reply to be playing",
     )
@@ -365,7 +366,7 @@ async def test_three_calls_each_hear_only_their_own_reply(
 
     # The caller who left early heard only (a part of) its own echo.
     assert session_of(model_server, early).closed
-    assert early_media.playout.frames_audio * 0.02 < say_s
+    assert early_media.summary().played_frames * 0.02 < say_s
     stats = analyse(await wait_recording(heard["203"]))
     own_tone_only(stats, heard["203"], 1250.0, [450.0, 750.0])
     assert 0.1 < stats.active < say_s, stats
@@ -413,18 +414,18 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     )
     (call,) = await wait_calls(running, 1)
     media = call._media
-    assert media is not None and media.endpoint.remote is not None
+    assert media is not None and media.remote_address is not None
     target = media.local_address
     packets = rtp_packets(75)  # 1.5 s
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind(("127.0.0.1", 0))
-        assert sender.getsockname() != media.endpoint.remote
+        assert sender.getsockname() != media.remote_address
         sender.setblocking(False)
         for packet in packets:
             sender.sendto(packet, target)
             await asyncio.sleep(0.02)  # pacing the sender, not an assertion
     await wait_for(
-        lambda: media.endpoint.stats.foreign >= len(packets),
+        lambda: media.summary().rx_foreign >= len(packets),
         5,
         what=f"{len(packets)} foreign packets to be counted",
     )
@@ -435,7 +436,7 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
-    assert media.endpoint.stats.foreign == len(packets)
+    assert media.summary().rx_foreign == len(packets)
     warned = [r for r in caplog.records if "RTP from an unexpected address" in r.getMessage()]
     assert len(warned) == 1, "one warning per call, not one per packet"
     record = session_of(model_server, call)
@@ -455,7 +456,7 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     own_tone_only(stats, heard, SAY_HZ, [1000.0])
     assert abs(stats.active - SAY_S) < 0.25, stats
     print(
-        f"foreign: {media.endpoint.stats.foreign} packets dropped; quiet input "
+        f"foreign: {media.summary().rx_foreign} packets dropped; quiet input "
         f"{before.size / 8:.0f} ms peak {peak_dbfs(before):.1f} dBFS; turn {turn.audio_ms:.0f} ms; "
         f"heard {stats.dominant_hz:.1f} Hz for {stats.active:.2f} s"
     )
@@ -489,14 +490,15 @@ async def test_a_caller_sending_no_packets_still_gets_its_turn_ended(
     assert_no_model_errors(model_server)
 
     media = call._media
-    assert media is not None and media.gap_filler is not None
+    assert media is not None
     record = session_of(model_server, call)
     assert len(record.turns) == 1, record.turns
     turn = record.turns[0]
     assert abs(speech_ms(turn.audio_ms) - SAY_S * 1000) <= 120, turn
     # Asterisk sent (about) the tone and nothing else; the quiet parts were filled.
-    received = media.endpoint.stats.received
-    filled = media.gap_filler.filled_frames
+    summary = media.summary()
+    received = summary.rx_received
+    filled = summary.gap_frames
     assert received <= SAY_S / 0.02 + 10, received
     assert filled * 20 >= SILENCE_MS, filled
     assert record.responses and record.responses[0].status == "completed"

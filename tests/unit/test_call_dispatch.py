@@ -26,7 +26,6 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -38,9 +37,11 @@ from controller.audio.g711 import ULAW_SILENCE_FRAME, ulaw_encode
 from controller.call.bargein import BargeInGate, Decision, is_loud
 from controller.call.call import Call, CallContext
 from controller.config import ENV_NAMES, Settings, load_settings
+from controller.media.call_media import CallMedia
+from controller.media.clock import MediaClock
 from controller.realtime.events import parse_server_event
-from controller.rtp.playout import Playout
 from tests.modelpeer.validate import validate_server_event
+from tests.unit.udp import HOST, free_port_range
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "realtime"
 CALLER = "1700000000.42"
@@ -399,36 +400,40 @@ async def test_a_cough_under_barge_in_min_ms_never_interrupts_but_talking_does(
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(BARGE_IN_MIN_MS="100")
-    async with make_harness(settings) as h:
-        call = h.call
-        playout = Playout()
-        playout.enqueue("item_greeting", bytes(8000))  # 1 s of the agent still to play
-        call._media = cast(Any, SimpleNamespace(playout=playout))
-        call._on_model_event(server_event("response.created", response={"id": "resp_1"}))
+    # A real CallMedia on a clock that is not started: the agent's audio stays queued.
+    media = await CallMedia.open(MediaClock(), HOST, free_port_range(), lambda _: None)
+    try:
+        async with make_harness(settings) as h:
+            call = h.call
+            media.play("item_greeting", bytes(8000))  # 1 s of the agent still to play
+            call._media = media
+            call._on_model_event(server_event("response.created", response={"id": "resp_1"}))
 
-        # A cough: 40 ms loud, then quiet for 300 ms (three times the minimum)
-        # before the model's VAD says the speech stopped.
-        speech = {"audio_start_ms": 1000, "item_id": "item_caller"}
-        call._on_model_event(server_event("input_audio_buffer.speech_started", **speech))
-        for frame in [LOUD_FRAME] * 2 + [QUIET_FRAME] * 15:
-            call._on_caller_audio(frame)
-            await asyncio.sleep(0.02)
-        assert h.session.sent == []
-        assert playout.buffered_ms == 1000  # not a frame of the agent was dropped
-        stopped = {"audio_end_ms": 1600, "item_id": "item_caller"}
-        call._on_model_event(server_event("input_audio_buffer.speech_stopped", **stopped))
-        await asyncio.sleep(0.1)
-        assert h.session.sent == []
+            # A cough: 40 ms loud, then quiet for 300 ms (three times the minimum)
+            # before the model's VAD says the speech stopped.
+            speech = {"audio_start_ms": 1000, "item_id": "item_caller"}
+            call._on_model_event(server_event("input_audio_buffer.speech_started", **speech))
+            for frame in [LOUD_FRAME] * 2 + [QUIET_FRAME] * 15:
+                call._on_caller_audio(frame)
+                await asyncio.sleep(0.02)
+            assert h.session.sent == []
+            assert media.speaking  # not a frame of the agent was dropped
+            stopped = {"audio_end_ms": 1600, "item_id": "item_caller"}
+            call._on_model_event(server_event("input_audio_buffer.speech_stopped", **stopped))
+            await asyncio.sleep(0.1)
+            assert h.session.sent == []
 
-        # Talking: interrupts once it has lasted the minimum.
-        call._on_model_event(server_event("input_audio_buffer.speech_started", **speech))
-        for _ in range(25):
-            call._on_caller_audio(LOUD_FRAME)
-            await asyncio.sleep(0.02)
-            if h.session.sent:
-                break
-        await settle()
-    assert playout.idle
+            # Talking: interrupts once it has lasted the minimum.
+            call._on_model_event(server_event("input_audio_buffer.speech_started", **speech))
+            for _ in range(25):
+                call._on_caller_audio(LOUD_FRAME)
+                await asyncio.sleep(0.02)
+                if h.session.sent:
+                    break
+            await settle()
+    finally:
+        media.close()
+    assert not media.speaking
     kinds = [e["type"] for e in h.session.sent]
     assert sorted(kinds) == ["conversation.item.truncate", "response.cancel"]
     cancel = next(e for e in h.session.sent if e["type"] == "response.cancel")
