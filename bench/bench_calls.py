@@ -445,8 +445,9 @@ def rtp_counts(calls: list[Call]) -> tuple[int, int]:
     for call in calls:
         media = call._media  # private, read only: the benchmark's sanity check
         if media is not None:
-            rx += media.endpoint.stats.received
-            tx += media.endpoint.stream.packets_sent
+            summary = media.summary()
+            rx += summary.rx_received
+            tx += summary.tx_packets
     return rx, tx
 
 

@@ -1,6 +1,8 @@
 """Cost of the Realtime hot paths: parsing ``response.output_audio.delta``, building an append.
 
-Run: ``.venv/bin/python bench/bench_realtime.py`` (prints numbers, asserts nothing).
+Run: ``.venv/bin/python bench/bench_realtime.py [--quick]`` (prints numbers,
+asserts nothing). ``--quick`` runs 2% of the iterations, twice instead of
+five times: a smoke test of a second or two, with rough numbers.
 
 Each line gives the best of several timing runs, in microseconds per event,
 and the ratio of the baseline to the path the controller uses, measured in
@@ -9,25 +11,42 @@ the same run. About 50 deltas and 50 appends per second flow per call.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
+import sys
 import timeit
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from controller.realtime.events import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller.realtime.events import (  # noqa: E402
     InputAudioBufferAppend,
     ResponseOutputAudioDelta,
     parse_server_event,
 )
 
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+#: Share of the iterations run by ``--quick``.
+QUICK_SCALE = 0.02
 
 
-def best_us(fn: Callable[[], object], number: int) -> float:
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+@dataclass(frozen=True)
+class Timing:
+    """How long to measure: a share of each iteration count, and how many runs."""
+
+    scale: float = 1.0
+    repeat: int = 5
+
+    def best_us(self, fn: Callable[[], object], number: int) -> float:
+        """Best-of-``repeat`` time of one call of ``fn``, in microseconds."""
+        number = max(int(number * self.scale), 20)
+        return min(timeit.repeat(fn, number=number, repeat=self.repeat)) / number * 1e6
 
 
 def delta_message(nbytes: int) -> bytes:
@@ -46,7 +65,22 @@ def delta_message(nbytes: int) -> bytes:
     ).encode()
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a second or two: fewer iterations and repeats, rough numbers",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    timing = Timing()
+    if parse_args(argv).quick:
+        timing = Timing(QUICK_SCALE, 2)
+        print("quick mode: few iterations, rough numbers")
+    best_us = timing.best_us
     try:
         from openai.types.realtime import RealtimeServerEvent
 

@@ -300,7 +300,11 @@ class Call:
         model = tasks.create_task(self._open_model(agent), name=f"model-open-{self.call_id}")
 
         media = self.media = await CallMedia.open(
-            services.clock, settings.media_address, settings.media_port_range, self._on_caller_audio
+            services.clock,
+            settings.media_address,
+            settings.media_port_range,
+            self._on_caller_audio,
+            on_item_started=conversation.playback_started,
         )
         services.router.claim_channel(self.external_channel_id, self)
         await self._leg.connect(self.caller_channel_id, media)
@@ -459,7 +463,7 @@ class Call:
         cuts = self.media.interrupt() if self.media is not None else []
         self._output_convert.reset()
         assert self._conversation is not None
-        heard = [Heard(c.item_id, c.played_ms, c.received_ms) for c in cuts]
+        heard = [Heard(c.item_id, c.played_ms, c.received_ms) for c in cuts if not c.finished]
         self._execute(self._conversation.interrupted(heard))
 
     def _poke_timer(self) -> None:

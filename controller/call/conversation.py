@@ -509,12 +509,11 @@ class Conversation:
         self._dtmf_due = now if digit == "#" else now + DTMF_COLLECT_SECONDS
         return []
 
-    def playback_started(self, item_id: str, now: float) -> list[Action]:
+    def playback_started(self, item_id: str, now: float) -> None:
         """The first frame of an item's audio left for Asterisk."""
         turn = self._turn_by_item.get(item_id)
         if turn is not None and turn.first_frame is None:
             turn.first_frame = now - self.started
-        return []
 
     def caller_loud(self, now: float) -> None:
         """A frame of the caller's audio was loud (see :func:`bargein.is_loud`)."""

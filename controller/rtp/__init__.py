@@ -1,1 +1,1 @@
-"""RTP (RFC 3550): packets and sequence arithmetic (pure), playout pacing, UDP endpoint."""
+"""RTP (RFC 3550): the wire format (pure) and the UDP socket toward Asterisk."""

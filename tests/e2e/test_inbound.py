@@ -175,7 +175,7 @@ async def test_run_answers_a_sip_call_and_leaves_nothing_behind(
     result = await wait_rig_done(ari, "found1", timeout=20)
     assert result["state"] == "done"  # the phone's call was answered and ran its script
     end = await log.wait("StasisEnd", 'reason="caller hung up"', timeout=10)
-    assert "rtp_received=" in end
+    assert "rx_received=" in end
 
     await wait_nothing_left(ari)
 

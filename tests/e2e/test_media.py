@@ -107,12 +107,12 @@ async def wait_reply_played(
 ) -> None:
     """Wait until the model finished a reply and the call has played all of it."""
     record = session_of(server, call)
-    media = call._media
+    media = call.media
     assert media is not None
 
     def played() -> bool:
         done = [r for r in record.responses if r.status == "completed" and r.kind == "audio"]
-        return bool(done) and media.playout.idle and media.playout.frames_audio * 20 >= min_ms
+        return bool(done) and not media.speaking and media.summary().played_frames * 20 >= min_ms
 
     await wait_for(played, timeout, what="the reply to be generated and played out")
 
@@ -275,15 +275,16 @@ async def test_caller_speech_reaches_the_model_and_the_reply_reaches_the_caller(
 
     assert call.end_reason == "caller hung up"
     assert call.input_chunks_dropped == 0
-    media = call._media
-    assert media is not None and media.gap_filler is not None
-    assert media.endpoint.stats.foreign == 0
-    assert abs(media.playout.frames_audio * 0.02 - REPLY_S) <= 0.04, media.playout.frames_audio
+    media = call.media
+    assert media is not None
+    summary = media.summary()
+    assert summary.rx_foreign == 0
+    assert abs(summary.played_frames * 0.02 - REPLY_S) <= 0.04, summary.played_frames
     print(
         f"{mode}: turn {turn.audio_ms:.0f} ms (speech {speech_ms(turn.audio_ms):.0f} ms) "
         f"at {turn.rms_dbfs:.1f} dBFS; caller heard {stats.dominant_hz:.1f} Hz for "
-        f"{stats.active:.2f} s; played {media.playout.frames_audio} frames; "
-        f"rtp in {media.endpoint.stats.received}, gap frames {media.gap_filler.filled_frames}"
+        f"{stats.active:.2f} s; played {summary.played_frames} frames; "
+        f"rtp in {summary.rx_received}, gap frames {summary.gap_frames}"
     )
 
 
@@ -313,15 +314,15 @@ async def test_three_calls_each_hear_only_their_own_reply(
         heard[exten], inside = shared(asterisk, f"media-heard-{exten}.wav")
         script = Script(record=inside, delay=0.5, play=playable(asterisk, wav), wait=20)
         phones[exten] = await call_pbx(ari, exten, script, rig_id=f"multi_{exten}")
-    calls = {c.context.args[0]: c for c in await wait_calls(running, 3)}
+    calls = {c.args[0]: c for c in await wait_calls(running, 3)}
     assert set(calls) == set(freqs)
 
     # The third caller hangs up while its reply is playing.
     early = calls["203"]
-    early_media = early._media
+    early_media = early.media
     assert early_media is not None
     await wait_for(
-        lambda: early_media.playout.frames_audio >= 30,
+        lambda: early_media.summary().played_frames >= 30,
         15,
         what="the third caller's reply to be playing",
     )
@@ -364,7 +365,7 @@ async def test_three_calls_each_hear_only_their_own_reply(
 
     # The caller who left early heard only (a part of) its own echo.
     assert session_of(model_server, early).closed
-    assert early_media.playout.frames_audio * 0.02 < say_s
+    assert early_media.summary().played_frames * 0.02 < say_s
     stats = analyse(await wait_recording(heard["203"]))
     own_tone_only(stats, heard["203"], 1250.0, [450.0, 750.0])
     assert 0.1 < stats.active < say_s, stats
@@ -411,19 +412,19 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
         rig_id="foreign",
     )
     (call,) = await wait_calls(running, 1)
-    media = call._media
-    assert media is not None and media.endpoint.remote is not None
+    media = call.media
+    assert media is not None and media.remote_address is not None
     target = media.local_address
     packets = rtp_packets(75)  # 1.5 s
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind(("127.0.0.1", 0))
-        assert sender.getsockname() != media.endpoint.remote
+        assert sender.getsockname() != media.remote_address
         sender.setblocking(False)
         for packet in packets:
             sender.sendto(packet, target)
             await asyncio.sleep(0.02)  # pacing the sender, not an assertion
     await wait_for(
-        lambda: media.endpoint.stats.foreign >= len(packets),
+        lambda: media.summary().rx_foreign >= len(packets),
         5,
         what=f"{len(packets)} foreign packets to be counted",
     )
@@ -434,7 +435,7 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
-    assert media.endpoint.stats.foreign == len(packets)
+    assert media.summary().rx_foreign == len(packets)
     warned = [r for r in caplog.records if "RTP from an unexpected address" in r.getMessage()]
     assert len(warned) == 1, "one warning per call, not one per packet"
     record = session_of(model_server, call)
@@ -454,7 +455,7 @@ async def test_rtp_from_a_foreign_address_is_not_played_to_the_model(
     own_tone_only(stats, heard, SAY_HZ, [1000.0])
     assert abs(stats.active - SAY_S) < 0.25, stats
     print(
-        f"foreign: {media.endpoint.stats.foreign} packets dropped; quiet input "
+        f"foreign: {media.summary().rx_foreign} packets dropped; quiet input "
         f"{before.size / 8:.0f} ms peak {peak_dbfs(before):.1f} dBFS; turn {turn.audio_ms:.0f} ms; "
         f"heard {stats.dominant_hz:.1f} Hz for {stats.active:.2f} s"
     )
@@ -487,15 +488,16 @@ async def test_a_caller_sending_no_packets_still_gets_its_turn_ended(
     await wait_nothing_left(ari)
     assert_no_model_errors(model_server)
 
-    media = call._media
-    assert media is not None and media.gap_filler is not None
+    media = call.media
+    assert media is not None
     record = session_of(model_server, call)
     assert len(record.turns) == 1, record.turns
     turn = record.turns[0]
     assert abs(speech_ms(turn.audio_ms) - SAY_S * 1000) <= 120, turn
     # Asterisk sent (about) the tone and nothing else; the quiet parts were filled.
-    received = media.endpoint.stats.received
-    filled = media.gap_filler.filled_frames
+    summary = media.summary()
+    received = summary.rx_received
+    filled = summary.gap_frames
     assert received <= SAY_S / 0.02 + 10, received
     assert filled * 20 >= SILENCE_MS, filled
     assert record.responses and record.responses[0].status == "completed"

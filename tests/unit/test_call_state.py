@@ -10,12 +10,19 @@ from controller.errors import CallError, CallStateError
 
 def test_a_normal_call_goes_through_every_state_in_order() -> None:
     life = CallLifecycle()
-    assert life.state is CallState.SETTING_UP and not life.over
+    seen = [(life.state, life.over)]
     life.connected()
+    seen.append((life.state, life.over))
     assert life.end(Outcome.CALLER_HUNG_UP, "caller hung up")
-    assert life.state is CallState.ENDING and life.over
+    seen.append((life.state, life.over))
     life.ended()
-    assert life.state is CallState.ENDED
+    seen.append((life.state, life.over))
+    assert seen == [
+        (CallState.SETTING_UP, False),
+        (CallState.CONNECTED, False),
+        (CallState.ENDING, True),
+        (CallState.ENDED, True),
+    ]
     assert life.ending == Ending(Outcome.CALLER_HUNG_UP, "caller hung up")
 
 

@@ -40,7 +40,12 @@ from controller.call.conversation import (
     UsageSum,
 )
 from controller.call.state import Outcome
-from controller.realtime.events import ResponseOutputAudioDelta, ServerEvent, parse_server_event
+from controller.realtime.events import (
+    ResponseFunctionCallArgumentsDone,
+    ResponseOutputAudioDelta,
+    ServerEvent,
+    parse_server_event,
+)
 from tests.modelpeer.validate import validate_server_event
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "realtime"
@@ -514,11 +519,7 @@ def test_after_stop_nothing_is_decided() -> None:
 
 
 def _call_ids(events: list[ServerEvent]) -> list[str]:
-    return [
-        e.call_id  # type: ignore[attr-defined]
-        for e in events
-        if e.type == "response.function_call_arguments.done"
-    ]
+    return [e.call_id for e in events if isinstance(e, ResponseFunctionCallArgumentsDone)]
 
 
 # --- what the call record is built from -------------------------------------------------

@@ -1,21 +1,11 @@
-"""Playout queue, frame schedule and outgoing RTP stream, with an injected clock."""
+"""Playout queue: 20 ms frames, flush, played-ms accounting (pure)."""
 
 from __future__ import annotations
 
-import random
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.rtp.packet import RtpPacket
-from controller.rtp.playout import (
-    FRAME_BYTES,
-    Discarded,
-    FrameSchedule,
-    OutgoingStream,
-    Playout,
-)
+from controller.media.playout import FRAME_BYTES, Cut, Playout
 
 SILENCE = 0xFF
 
@@ -25,87 +15,6 @@ def drain(playout: Playout) -> list[bytes]:
     while (frame := playout.next_frame()) is not None:
         frames.append(frame)
     return frames
-
-
-# --- FrameSchedule -------------------------------------------------------------------
-
-
-def test_no_drift_over_ten_minutes():
-    start = 12345.678  # an arbitrary loop.time()
-    schedule = FrameSchedule(start)
-    assert schedule.deadline(30000) == start + 600.0
-    rng = random.Random(7)
-    produced: list[int] = []
-    now = start
-    # Wake up 0..3 ms after each deadline, like a real event loop.
-    for n in range(30000):
-        now = schedule.deadline(n) + rng.uniform(0.0, 0.003)
-        produced.extend(schedule.due(now))
-    assert produced == list(range(30000))
-    assert schedule.next_deadline == start + 600.0
-    elapsed = schedule.next_deadline - start
-    assert len(produced) == round(elapsed / 0.020)
-    assert schedule.resyncs == 0
-
-
-def test_coarse_ticks_produce_exactly_elapsed_over_period():
-    start = 1000.0
-    schedule = FrameSchedule(start, max_burst=10)
-    count = 0
-    # Tick every 70 ms for 600 s: frames still match wall time exactly.
-    for k in range(1, 8572):
-        count += len(schedule.due(start + k * 0.070))
-    now = start + 8571 * 0.070
-    assert count == int((now - start) / 0.020) + 1
-    assert schedule.resyncs == 0
-
-
-def test_nothing_due_before_the_first_deadline():
-    schedule = FrameSchedule(10.0)
-    assert not schedule.due(9.999)
-    assert list(schedule.due(10.0)) == [0]
-    assert not schedule.due(10.0)
-    assert not schedule.due(10.019)
-    assert list(schedule.due(10.020)) == [1]
-
-
-def test_short_hiccup_is_caught_up():
-    schedule = FrameSchedule(0.0, max_burst=4)
-    assert list(schedule.due(0.0)) == [0]
-    # Three periods late: frames 1..4 due at once, within the burst limit.
-    assert list(schedule.due(0.085)) == [1, 2, 3, 4]
-    assert schedule.resyncs == 0
-
-
-def test_long_stall_resyncs_instead_of_bursting():
-    schedule = FrameSchedule(0.0, max_burst=4)
-    assert list(schedule.due(0.0)) == [0]
-    # Blocked for a second: only the newest frame, on the same grid.
-    assert list(schedule.due(1.005)) == [50]
-    assert schedule.resyncs == 1
-    assert schedule.skipped_frames == 49
-    assert list(schedule.due(1.020)) == [51]
-    assert schedule.deadline(51) == pytest.approx(1.02)
-
-
-def test_schedules_sharing_a_grid_agree():
-    clock = FrameSchedule(500.0)
-    clock.due(500.5)
-    call = FrameSchedule(500.0, first_index=clock.next_index)
-    for k in range(26, 1000):
-        now = clock.deadline(k)  # exactly on the deadline: the worst case
-        assert len(clock.due(now)) == 1
-        assert len(call.due(now)) == 1
-
-
-def test_schedule_validation():
-    with pytest.raises(ValueError):
-        FrameSchedule(0.0, period=0.0)
-    with pytest.raises(ValueError):
-        FrameSchedule(0.0, max_burst=0)
-
-
-# --- Playout --------------------------------------------------------------------------
 
 
 def test_frames_are_exactly_160_bytes_and_partial_last_frame_is_padded():
@@ -166,7 +75,7 @@ def test_flush_empties_everything_at_once_and_reports_what_was_heard():
     playout.next_frame()
     playout.next_frame()  # 40 ms of a heard
     discarded = playout.flush()
-    assert discarded == [Discarded("a", 40, 100, 60), Discarded("b", 0, 50, 50)]
+    assert discarded == [Cut("a", 40, 100, 60), Cut("b", 0, 50, 50)]
     assert playout.idle
     assert playout.buffered_bytes == 0
     assert playout.next_frame() is None
@@ -185,7 +94,7 @@ def test_flush_includes_a_streaming_item_whose_audio_was_all_played():
     playout.enqueue("a", b"\x01" * 160)
     playout.next_frame()
     assert playout.next_frame() is None  # underrun: the model is slower than real time
-    assert playout.flush() == [Discarded("a", 20, 20, 0)]
+    assert playout.flush() == [Cut("a", 20, 20, 0)]
     assert playout.enqueue("a", b"\x01" * 160) == 0
 
 
@@ -252,47 +161,30 @@ def test_played_bytes_add_up(chunks):
         assert item.played_bytes == size == item.received_bytes
 
 
-# --- OutgoingStream -------------------------------------------------------------------
+def test_an_item_running_dry_before_its_end_is_an_underrun_and_an_ended_one_is_not():
+    playout = Playout()
+    playout.enqueue("item_a", bytes(FRAME_BYTES))
+    assert playout.next_frame() is not None
+    assert playout.next_frame() is None  # the model is still sending item_a: a gap
+    assert playout.next_frame() is None  # the same gap counts once
+    assert playout.underruns == 1
+    playout.enqueue("item_a", bytes(FRAME_BYTES))
+    playout.end_item("item_a")
+    assert playout.next_frame() is not None
+    assert playout.next_frame() is None  # the item ended: silence, not an underrun
+    assert playout.underruns == 1
 
 
-def test_outgoing_stream_sequence_timestamp_ssrc_and_marker():
-    stream = OutgoingStream(rng=random.Random(1))
-    ssrc = stream.ssrc
-    first_seq = stream.sequence_number
-    base = stream.timestamp_base
-    packets = []
-    for index in [0, 1, 2, 10, 11]:  # frames 3..9 had nothing to send
-        packets.append(RtpPacket.parse(stream.packet(b"\xff" * 160, index)))
-    assert [p.ssrc for p in packets] == [ssrc] * 5
-    assert [p.payload_type for p in packets] == [0] * 5
-    assert [p.sequence_number for p in packets] == [(first_seq + i) & 0xFFFF for i in range(5)]
-    # The timestamp follows wall time across the pause (RFC 3550 §5.1).
-    assert [p.timestamp for p in packets] == [
-        (base + 160 * i) & 0xFFFFFFFF for i in [0, 1, 2, 10, 11]
-    ]
-    # Marker on the first packet and on the first after the pause (RFC 3551 §4.1).
-    assert [p.marker for p in packets] == [True, False, False, True, False]
-    assert stream.packets_sent == 5
-
-
-def test_outgoing_stream_wraps():
-    stream = OutgoingStream(ssrc=5, rng=random.Random(2))
-    stream.sequence_number = 65535
-    stream.timestamp_base = 0xFFFFFFFF - 159
-    a = RtpPacket.parse(stream.packet(b"\x00" * 160, 0))
-    b = RtpPacket.parse(stream.packet(b"\x00" * 160, 1))
-    assert (a.sequence_number, b.sequence_number) == (65535, 0)
-    assert (a.timestamp, b.timestamp) == (0xFFFFFF60, 0)
-    assert a.ssrc == b.ssrc == 5
-
-
-def test_outgoing_stream_other_payload_sizes():
-    stream = OutgoingStream(rng=random.Random(3))
-    packet = RtpPacket.parse(stream.packet(b"\x01" * 80, 0))
-    assert packet.payload == b"\x01" * 80
-    packet = RtpPacket.parse(stream.packet(b"\x02" * 160, 1))
-    assert packet.payload == b"\x02" * 160
-
-
-def test_random_ssrc_differs_between_streams():
-    assert len({OutgoingStream().ssrc for _ in range(8)}) > 1
+def test_each_item_is_reported_once_when_its_first_frame_goes_out():
+    playout = Playout()
+    playout.enqueue("item_a", bytes(FRAME_BYTES + 80))
+    playout.enqueue("item_b", bytes(FRAME_BYTES))
+    assert playout.started == []  # nothing sent yet
+    playout.next_frame()
+    assert playout.started == ["item_a"]
+    playout.started.clear()
+    playout.next_frame()  # the rest of item_a and the start of item_b
+    assert playout.started == ["item_b"]
+    playout.started.clear()
+    playout.next_frame()
+    assert playout.started == []

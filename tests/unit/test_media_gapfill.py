@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.rtp.gapfill import GapFiller
+from controller.media.gapfill import GapFiller
 
 
 def run(filler: GapFiller, start: float, end: float, audio_until: float | None = None) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from controller.rtp.playout import FRAME_PERIOD
+from controller.media.schedule import FRAME_PERIOD
 
 
 class GapFiller:

@@ -1,25 +1,15 @@
-"""Playout of the model's audio toward Asterisk: 20 ms frames, flush, played-ms (pure).
+"""The queue of the model's audio toward Asterisk: 20 ms frames, flush, played-ms (pure).
 
 Theory of operation
 -------------------
-chan_rtp does no pacing (ari-notes §1): whatever we send is played at once,
-so the controller itself must send one 160-byte u-law frame every 20 ms on a
-monotonic clock. Three pure pieces do that here, and
-:mod:`controller.rtp.endpoint` drives them from one clock for every call:
-
-* :class:`FrameSchedule` says which frame indices are due at time ``now``.
-  Deadlines are ``start + n * period`` computed from the integer ``n``, so
-  there is no drift however long the call (never ``sleep(0.02)`` in a loop).
-  If the event loop stalls for more than ``max_burst`` frames, the schedule
-  resyncs (skips ahead and counts it) instead of sending a burst that
-  Asterisk would play back-to-back.
-* :class:`Playout` is the queue of u-law bytes the model sent, tagged with
-  the conversation item they belong to. :meth:`Playout.next_frame` hands out
-  exactly 160 bytes per due frame and counts, per item, the bytes actually
-  handed out, so barge-in can tell the model how much the caller heard
-  (``conversation.item.truncate`` ``audio_end_ms``).
-* :class:`OutgoingStream` stamps frames as RTP: constant random SSRC,
-  sequence number +1 per packet sent, timestamp derived from the frame index.
+:class:`Playout` is the queue of u-law bytes the model sent, tagged with the
+conversation item they belong to. On every due frame of the call's
+:class:`~controller.media.schedule.FrameSchedule`, :meth:`Playout.next_frame`
+hands out exactly 160 bytes and counts, per item, the bytes actually handed
+out, so barge-in can tell the model how much the caller heard
+(``conversation.item.truncate`` ``audio_end_ms``). The
+:class:`~controller.media.call_media.CallMedia` of the call sends each frame
+through the endpoint, stamped by :class:`~controller.rtp.sender.OutgoingStream`.
 
 Empty queue: no packet
 ~~~~~~~~~~~~~~~~~~~~~~
@@ -37,15 +27,11 @@ nothing is sent (unless ``idle_silence=True``). Reasons:
   media timeout and Asterisk has locked onto our address already (strict RTP
   only checks the source).
 
-The RTP timestamp still advances with wall time while nothing is sent (it is
-``base + 160 * frame_index``, and the index counts every due frame, sent or
-not), and the first packet after a pause carries the marker bit, as RFC 3551
-§4.1 prescribes for the first packet of a talkspurt; the sequence number only
-counts packets actually sent (RFC 3550 §5.1). The receiver therefore places
-the new talkspurt correctly in time. Set ``idle_silence=True`` where a
-continuous stream is wanted anyway (e.g. a two-party bridge relaying our
-packets 1:1 to a carrier whose SBC drops calls after seconds of one-way
-silence); it costs one packet per 20 ms per call.
+The RTP timestamp keeps wall time across the pause and the next talkspurt
+carries the marker bit (see :mod:`controller.rtp.sender`). Set
+``idle_silence=True`` where a continuous stream is wanted anyway (e.g. a
+two-party bridge relaying our packets 1:1 to a carrier whose SBC drops calls
+after seconds of one-way silence); it costs one packet per 20 ms per call.
 
 A partial last frame (the end of a response) is padded with u-law silence;
 only the real audio bytes count as played.
@@ -53,196 +39,16 @@ only the real audio bytes count as played.
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
 from controller.audio.g711 import ULAW_SILENCE
-from controller.rtp.packet import PT_PCMU, RTP_HEADER_STRUCT
 
 #: One 20 ms frame of G.711 at 8 kHz.
 FRAME_BYTES: Final = 160
-FRAME_PERIOD: Final = 0.020
 #: u-law bytes per millisecond of audio (8 kHz, one byte per sample).
 BYTES_PER_MS: Final = 8
-
-_EMPTY_RANGE: Final = range(0)
-_pack_header = RTP_HEADER_STRUCT.pack
-
-
-# --- Schedule ------------------------------------------------------------------
-
-
-class FrameSchedule:
-    """A monotonic, drift-free schedule of frame deadlines.
-
-    Frame ``n`` is due at ``start + n * period`` (computed from the integer
-    ``n`` and the period in integer nanoseconds, so the 30000th deadline of a
-    20 ms schedule is exactly ``start + 600.0``). :meth:`due` consumes the
-    frames whose deadline has passed.
-
-    Stall policy: when more than ``max_burst`` frames are due at once (the
-    event loop was blocked for longer than ``max_burst - 1`` periods), only
-    the newest one is produced; the older ones are skipped (counted in
-    :attr:`skipped_frames`, and :attr:`resyncs` counts the event). A short
-    hiccup is caught up instead, so the stream loses no time.
-
-    Args:
-        start: the deadline of frame 0, in seconds on a monotonic clock
-            (e.g. ``loop.time()``); frame ``n`` is due at ``start + n * period``.
-        period: the frame period in seconds.
-        max_burst: most frames produced by one :meth:`due` call.
-        first_index: the index of the first frame to produce. Schedules that
-            share ``start`` and ``period`` share their deadlines exactly.
-    """
-
-    __slots__ = ("start", "period", "max_burst", "_period_ns", "_next", "resyncs", "skipped_frames")
-
-    def __init__(
-        self,
-        start: float,
-        period: float = FRAME_PERIOD,
-        *,
-        max_burst: int = 4,
-        first_index: int = 0,
-    ) -> None:
-        period_ns = round(period * 1e9)
-        if period_ns <= 0:
-            raise ValueError(f"period must be positive, got {period}")
-        if max_burst < 1:
-            raise ValueError(f"max_burst must be at least 1, got {max_burst}")
-        self.start = start
-        self.period = period
-        self.max_burst = max_burst
-        self._period_ns = period_ns
-        self._next = first_index
-        #: Number of stalls that made the schedule skip frames.
-        self.resyncs = 0
-        #: Frames skipped by those resyncs.
-        self.skipped_frames = 0
-
-    def deadline(self, index: int) -> float:
-        """Return the deadline of frame ``index``."""
-        # One exact integer product, one correctly rounded division, one addition.
-        return self.start + index * self._period_ns / 1e9
-
-    @property
-    def next_index(self) -> int:
-        """The index of the next frame to produce."""
-        return self._next
-
-    @property
-    def next_deadline(self) -> float:
-        """The deadline of the next frame to produce."""
-        return self.deadline(self._next)
-
-    def due(self, now: float) -> range:
-        """Return the indices of the frames to produce now, and consume them.
-
-        Args:
-            now: the current time on the same clock as ``start``.
-
-        Returns:
-            An empty range before the next deadline; normally one index;
-            up to ``max_burst`` indices after a short hiccup; and only the
-            newest index after a longer stall (see the class docstring).
-        """
-        first = self._next
-        start = self.start
-        period_ns = self._period_ns
-        if now < start + first * period_ns / 1e9:
-            return _EMPTY_RANGE
-        if now < start + (first + 1) * period_ns / 1e9:
-            # The common case: exactly one frame due.
-            self._next = first + 1
-            return range(first, first + 1)
-        # Index of the newest deadline <= now; the loops fix float rounding.
-        last = int((now - start) * 1e9 // period_ns)
-        while self.deadline(last + 1) <= now:
-            last += 1
-        while self.deadline(last) > now:
-            last -= 1
-        self._next = last + 1
-        count = last + 1 - first
-        if count > self.max_burst:
-            self.resyncs += 1
-            self.skipped_frames += count - 1
-            return range(last, last + 1)
-        return range(first, last + 1)
-
-
-# --- Outgoing RTP ---------------------------------------------------------------
-
-
-class OutgoingStream:
-    """Sequence number, timestamp and SSRC of the RTP stream we send to Asterisk.
-
-    RFC 3550 §5.1: the initial sequence number and timestamp are random; the
-    SSRC is random and constant for the call (ari-notes §1, asterisk#1324).
-    The timestamp is ``base + samples_per_frame * frame_index``, so it follows
-    wall time even across frames not sent; the marker bit is set on the first
-    packet and on the first after a pause (RFC 3551 §4.1).
-
-    Args:
-        payload_type: PT of every packet (0 = PCMU).
-        samples_per_frame: timestamp units per frame (160 for 20 ms at 8 kHz).
-        ssrc: a fixed SSRC, or None for a random one.
-        rng: the random source for SSRC and initial values (tests pass a seeded one).
-    """
-
-    __slots__ = (
-        "payload_type",
-        "samples_per_frame",
-        "ssrc",
-        "sequence_number",
-        "timestamp_base",
-        "packets_sent",
-        "_last_index",
-    )
-
-    def __init__(
-        self,
-        *,
-        payload_type: int = PT_PCMU,
-        samples_per_frame: int = FRAME_BYTES,
-        ssrc: int | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        rng = rng or random.SystemRandom()
-        self.payload_type = payload_type
-        self.samples_per_frame = samples_per_frame
-        self.ssrc = rng.getrandbits(32) if ssrc is None else ssrc
-        #: Sequence number of the next packet.
-        self.sequence_number = rng.getrandbits(16)
-        self.timestamp_base = rng.getrandbits(32)
-        self.packets_sent = 0
-        self._last_index: int | None = None
-
-    def timestamp(self, frame_index: int) -> int:
-        """Return the RTP timestamp of frame ``frame_index``."""
-        return (self.timestamp_base + self.samples_per_frame * frame_index) & 0xFFFFFFFF
-
-    def packet(self, payload: bytes, frame_index: int) -> bytes:
-        """Return the RTP packet carrying ``payload`` as frame ``frame_index``.
-
-        Args:
-            payload: the u-law frame.
-            frame_index: the frame's index on the :class:`FrameSchedule`.
-        """
-        last = self._last_index
-        self._last_index = frame_index
-        sequence_number = self.sequence_number
-        self.sequence_number = (sequence_number + 1) & 0xFFFF
-        self.packets_sent += 1
-        # Marker: first packet, or first after frames with nothing to send (RFC 3551 §4.1).
-        b1 = self.payload_type if last == frame_index - 1 else self.payload_type | 0x80
-        timestamp = (self.timestamp_base + self.samples_per_frame * frame_index) & 0xFFFFFFFF
-        # One pack and one concatenation measured faster than pack_into a reused buffer.
-        return _pack_header(0x80, b1, sequence_number, timestamp, self.ssrc) + payload
-
-
-# --- Playout queue ---------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -296,7 +102,7 @@ class _Segment:
 
 
 @dataclass(frozen=True, slots=True)
-class Discarded:
+class Cut:
     """One item cut short by :meth:`Playout.flush`.
 
     Attributes:
@@ -306,12 +112,17 @@ class Discarded:
             model sent).
         received_ms: what the model had sent so far, rounded down.
         discarded_ms: what was queued and is now thrown away.
+        finished: the model had sent all of the item and all of it was
+            played before the cut, so there is nothing to truncate. (The
+            flush never cuts such an item, so this is False in practice;
+            it is here so the caller need not know that.)
     """
 
     item_id: str
     played_ms: int
     received_ms: int
     discarded_ms: int
+    finished: bool = False
 
 
 class Playout:
@@ -341,6 +152,8 @@ class Playout:
         "frames_idle",
         "overflow_bytes",
         "stale_bytes",
+        "underruns",
+        "started",
         "_buffer",
         "_segments",
         "_items",
@@ -371,6 +184,12 @@ class Playout:
         self.overflow_bytes = 0
         #: Bytes dropped because their item had been flushed (late deltas after barge-in).
         self.stale_bytes = 0
+        #: Times the queue ran dry while the playing item was still arriving
+        #: (the model sent slower than real time: the caller hears a gap).
+        self.underruns = 0
+        #: Items whose first frame went out since the owner last cleared this
+        #: (the owner reads and clears it; turn latency ends there).
+        self.started: list[str] = []
         self._buffer = bytearray()
         # Which item each run of bytes in _buffer belongs to, in queue order.
         self._segments: deque[_Segment] = deque()
@@ -428,13 +247,17 @@ class Playout:
     def next_frame(self) -> bytes | None:
         """Return the next 20 ms frame, exactly 160 bytes, or None when there is nothing to play.
 
-        Call it once per due frame of the :class:`FrameSchedule`. A partial
+        Call it once per due frame of the call's
+        :class:`~controller.media.schedule.FrameSchedule`. A partial
         last frame is padded with u-law silence; only the audio bytes count
         as played. With ``idle_silence`` an empty queue gives a silence frame.
         """
         buffer = self._buffer
         available = len(buffer)
         if not available:
+            current = self._current
+            if current is not None and not current.ended and not current.flushed:
+                self.underruns += 1
             self._current = None
             self.frames_idle += 1
             return self._pad if self.idle_silence else None
@@ -454,6 +277,8 @@ class Playout:
             item = segment.item
             remaining = segment.remaining
             self._current = item
+            if not item.played_bytes:
+                self.started.append(item.item_id)
             if remaining <= take:
                 item.played_bytes += remaining
                 take -= remaining
@@ -464,7 +289,7 @@ class Playout:
                 take = 0
         return frame
 
-    def flush(self) -> list[Discarded]:
+    def flush(self) -> list[Cut]:
         """Discard all queued audio at once (barge-in) and close the items involved.
 
         The items cut short are those with audio still queued, the one
@@ -475,7 +300,7 @@ class Playout:
         already in flight when the caller interrupted are never played.
 
         Returns:
-            One :class:`Discarded` per item cut short, in queue order; its
+            One :class:`Cut` per item cut short, in queue order; its
             ``played_ms`` is the ``audio_end_ms`` to truncate the item to.
         """
         cut: dict[str, ItemPlayback] = {}
@@ -492,13 +317,15 @@ class Playout:
             if item.flushed:
                 continue
             discarded = item.received_bytes - item.played_bytes
+            finished = item.finished
             item.flushed = True
             result.append(
-                Discarded(
+                Cut(
                     item.item_id,
                     item.played_ms,
                     item.received_ms,
                     discarded // BYTES_PER_MS,
+                    finished,
                 )
             )
         self._buffer.clear()

@@ -1,0 +1,1 @@
+"""Per-call media: the shared 20 ms clock, playout, gap filling, and the CallMedia API."""
