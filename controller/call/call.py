@@ -169,6 +169,11 @@ class Call:
         return ending.reason if ending else ""
 
     @property
+    def elapsed(self) -> float:
+        """Seconds since the call started."""
+        return self._now() - self.started
+
+    @property
     def model_ready(self) -> bool:
         """True once the model session is configured."""
         return self._session_ready.is_set()
@@ -610,7 +615,7 @@ class Call:
         fields: dict[str, object] = {
             "outcome": ending.outcome.value,
             "reason": ending.reason,
-            "duration_s": round(self._now() - self.started, 3),
+            "duration_s": round(self.elapsed, 3),
         }
         if media is not None:
             fields.update(media.summary().as_fields())
