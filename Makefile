@@ -20,7 +20,7 @@ lint: bootstrap
 	$(VENV)/bin/mypy
 
 unit: bootstrap
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit tests/http
 
 e2e: bootstrap
 	$(PY) -m pytest tests/e2e

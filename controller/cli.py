@@ -49,6 +49,9 @@ def _secrets(settings: Settings) -> list[str]:
     return [
         settings.openai_api_key.get_secret_value(),
         settings.ari_password.get_secret_value(),
+        settings.http_token.get_secret_value(),
+        # It may carry credentials or a token in its query.
+        settings.webhook_url,
     ]
 
 

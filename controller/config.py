@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.errors import ConfigError
@@ -23,7 +30,10 @@ VadType = Literal["server_vad", "semantic_vad"]
 Eagerness = Literal["low", "medium", "high", "auto"]
 
 #: Settings whose values must never be printed.
-SECRET_SETTINGS = frozenset({"ARI_PASSWORD", "OPENAI_API_KEY"})
+#: WEBHOOK_URL is here because it may carry credentials or a token in its query.
+SECRET_SETTINGS = frozenset({"ARI_PASSWORD", "OPENAI_API_KEY", "HTTP_TOKEN", "WEBHOOK_URL"})
+#: Shortest HTTP_TOKEN accepted: long enough that guessing it is hopeless.
+HTTP_TOKEN_MIN_LENGTH = 16
 
 
 def _env(name: str) -> AliasChoices:
@@ -109,6 +119,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
+    # The operator's HTTP server (API, metrics, live view); empty turns it off.
+    http_listen: str = Field("127.0.0.1:8080", validation_alias=_env("HTTP_LISTEN"))
+    # Checked after http_listen (fields validate in order), hence validate_default.
+    http_token: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("HTTP_TOKEN"), validate_default=True
+    )
+    webhook_url: str = Field("", validation_alias=_env("WEBHOOK_URL"))
 
     @field_validator("ari_url")
     @classmethod
@@ -154,6 +171,43 @@ class Settings(BaseSettings):
         parse_port_range(value)
         return value
 
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value.strip()
+
+    @field_validator("http_token")
+    @classmethod
+    def _check_http_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        token = value.get_secret_value()
+        if token and (
+            len(token) < HTTP_TOKEN_MIN_LENGTH
+            or not all("!" <= c <= "~" for c in token)  # visible ASCII: it goes in a header
+        ):
+            raise ValueError(
+                f"must be at least {HTTP_TOKEN_MIN_LENGTH} visible ASCII characters without "
+                "spaces (e.g. the output of: openssl rand -hex 24)"
+            )
+        listen = info.data.get("http_listen")  # absent when HTTP_LISTEN itself was bad
+        address = parse_listen(listen) if isinstance(listen, str) else None
+        if address is not None and not token and not is_loopback_host(address[0]):
+            raise ValueError(
+                f"required when HTTP_LISTEN is not a loopback address (HTTP_LISTEN={listen}); "
+                "set a long random token, or listen on 127.0.0.1"
+            )
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL such as https://crm.example/calls")
+        return value
+
     @field_validator("agent_tools")
     @classmethod
     def _check_tools(cls, value: str) -> str:
@@ -176,6 +230,11 @@ class Settings(BaseSettings):
     def media_port_range(self) -> tuple[int, int]:
         """``MEDIA_PORTS`` as an inclusive ``(first, last)`` pair."""
         return parse_port_range(self.media_ports)
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """``HTTP_LISTEN`` as ``(host, port)``, or None when the server is off."""
+        return parse_listen(self.http_listen)
 
     @property
     def is_azure(self) -> bool:
@@ -204,9 +263,45 @@ def parse_port_range(value: str) -> tuple[int, int]:
     return first, last
 
 
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """Parse ``HTTP_LISTEN``: ``"127.0.0.1:8080"``, ``"[::1]:8080"`` or ``""`` (off, None).
+
+    Raises:
+        ValueError: when it is not ``HOST:PORT`` with a port from 1 to 65535.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # a bare IPv6 address: its port is ambiguous
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else 0
+    if not sep or not host or any(c in host for c in "/ @[]") or not 1 <= port <= 65535:
+        raise ValueError(
+            "must be HOST:PORT such as 127.0.0.1:8080 or [::1]:8080 (empty turns the server off)"
+        )
+    return host, port
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
 def _describe(error: dict[str, object]) -> str:
     loc = error.get("loc") or ()
     name = str(loc[0]) if isinstance(loc, tuple) and loc else "settings"
+    # A default that fails validation (HTTP_TOKEN) is located by its field name.
+    alias = Settings.model_fields[name].validation_alias if name in Settings.model_fields else None
+    if isinstance(alias, AliasChoices):
+        name = str(alias.choices[0])
     msg = str(error.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     if name in SECRET_SETTINGS:

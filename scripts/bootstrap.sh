@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Install what `make demo` and `make test` need, idempotently:
 #   - Debian packages: debootstrap (builds the sandboxed Asterisk root fs),
-#     espeak-ng and sox (speech and tones for the demo and tests); the test
-#     "phone" is Asterisk itself over a second SIP transport, so no SIP tool
+#     espeak-ng and sox (speech and tones for the demo and tests), chromium
+#     and chromium-driver (the live view's browser test); the test "phone"
+#     is Asterisk itself over a second SIP transport, so no SIP tool
 #   - a virtualenv in .venv with this package and its test extras
 # Asterisk's own root file system is built on first use by asterisk/sandbox.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in debootstrap:debootstrap espeak-ng:espeak-ng sox:sox unshare:util-linux setpriv:util-linux nsenter:util-linux; do
+for pair in debootstrap:debootstrap espeak-ng:espeak-ng sox:sox unshare:util-linux setpriv:util-linux nsenter:util-linux chromium:chromium chromedriver:chromium-driver; do
     cmd=${pair%%:*} pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
