@@ -1,4 +1,4 @@
-"""Command line: ``ari-realtime run | check | model-server | demo``.
+"""Command line: ``ari-realtime run | check | calls | model-server | demo``.
 
 Settings come from the environment (see README), optionally from a file
 given with ``--env-file`` (``NAME=value`` lines, as docker-compose uses).
@@ -12,10 +12,15 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from controller.agents import AgentsFile, load_agents_file
 from controller.config import Settings, load_settings
-from controller.errors import AriAuthError, ConfigError
+from controller.errors import AriAuthError, ConfigError, StoreError
+from controller.records import OUTCOMES
+
+if TYPE_CHECKING:
+    from controller.records import CallRecord
 
 log = logging.getLogger("controller")
 
@@ -38,7 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser("demo", help="sandboxed Asterisk + local model + a real SIP call, then stop")
+    calls = sub.add_parser(
+        "calls",
+        help="list call records, newest first; 'calls show ID' prints one in full",
+        description="List call records from the store DATABASE_URL names, newest first.",
+    )
+    calls.add_argument(
+        "--limit", type=_limit, default=20, metavar="N", help="at most N calls (default 20)"
+    )
+    calls.add_argument("--direction", choices=("inbound", "outbound"))
+    calls.add_argument("--outcome", choices=OUTCOMES)
+    calls_sub = calls.add_subparsers(dest="calls_command", metavar="show")
+    show = calls_sub.add_parser(
+        "show", help="show ID: one call with transcript, turns, tool calls and cost"
+    )
+    show.add_argument("call_id", metavar="ID")
     return parser
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 1000")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -52,7 +82,23 @@ def _secrets(settings: Settings) -> list[str]:
         settings.http_token.get_secret_value(),
         # It may carry credentials or a token in its query.
         settings.webhook_url,
+        settings.database_password,
     ]
+
+
+def _store_problem(settings: Settings) -> int | None:
+    """Open and close the store once; on failure print one line and return the exit code."""
+    from controller.store import check_store
+
+    try:
+        asyncio.run(check_store(settings.database_url.get_secret_value()))
+    except ConfigError as exc:
+        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"ari-realtime: {exc}", file=sys.stderr)
+        return 1
+    return None
 
 
 async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
@@ -74,6 +120,11 @@ def cmd_run(settings: Settings) -> int:
     except ConfigError as exc:
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
         return 2
+    # A bad or unreachable DATABASE_URL stops the start with one line, before
+    # any call is taken.
+    problem = _store_problem(settings)
+    if problem is not None:
+        return problem
     setup_logging(settings.log_level, _secrets(settings))
     try:
         asyncio.run(_serve(settings, agents))
@@ -97,6 +148,50 @@ def cmd_check(settings: Settings) -> int:
     failed = [r for r in results if r.status == "FAIL"]
     print(f"check: {len(failed)} problem(s)" if failed else "check: all good")
     return 1 if failed else 0
+
+
+# --- ari-realtime calls -------------------------------------------------------------
+
+
+async def _read_calls(settings: Settings, args: argparse.Namespace) -> list[CallRecord] | None:
+    from controller.store import open_store
+
+    store = await open_store(settings.database_url.get_secret_value(), create=False)
+    try:
+        if args.calls_command == "show":
+            record = await store.get(args.call_id)
+            return None if record is None else [record]
+        records: list[CallRecord] = await store.list(
+            limit=args.limit, direction=args.direction, outcome=args.outcome
+        )
+        return records
+    finally:
+        await store.close()
+
+
+def cmd_calls(settings: Settings, args: argparse.Namespace) -> int:
+    """``ari-realtime calls [--limit N] [--direction D] [--outcome O]`` and ``calls show ID``."""
+    from controller.pricing import load_prices
+    from controller.recordview import list_lines, show_lines
+
+    try:
+        prices = load_prices(settings.prices_file)
+        records = asyncio.run(_read_calls(settings, args))
+    except ConfigError as exc:
+        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"ari-realtime: {exc}", file=sys.stderr)
+        return 1
+    if records is None:
+        print(f"ari-realtime: no call with id {args.call_id!r}", file=sys.stderr)
+        return 1
+    if args.calls_command == "show":
+        lines = show_lines(records[0], prices)
+    else:
+        lines = list_lines(records, prices)
+    print("\n".join(lines))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(settings)
     if args.command == "check":
         return cmd_check(settings)
+    if args.command == "calls":
+        return cmd_calls(settings, args)
     raise AssertionError(args.command)
 
 

@@ -9,6 +9,7 @@ the setting and says what is wrong, never echoing a secret's value.
 from __future__ import annotations
 
 import ipaddress
+import platform
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.errors import ConfigError
+from controller.store.url import parse_database_url, url_password
 
 AudioMode = Literal["pcmu", "pcm24k"]
 VadType = Literal["server_vad", "semantic_vad"]
@@ -31,13 +33,20 @@ Eagerness = Literal["low", "medium", "high", "auto"]
 
 #: Settings whose values must never be printed.
 #: WEBHOOK_URL is here because it may carry credentials or a token in its query.
-SECRET_SETTINGS = frozenset({"ARI_PASSWORD", "OPENAI_API_KEY", "HTTP_TOKEN", "WEBHOOK_URL"})
+SECRET_SETTINGS = frozenset(
+    {"ARI_PASSWORD", "OPENAI_API_KEY", "HTTP_TOKEN", "WEBHOOK_URL", "DATABASE_URL"}
+)
 #: Shortest HTTP_TOKEN accepted: long enough that guessing it is hopeless.
 HTTP_TOKEN_MIN_LENGTH = 16
 
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
+
+
+def _default_controller_id(data: dict[str, Any]) -> str:
+    # Unique per host and Stasis app: what close_crashed keys on at start-up.
+    return f"{platform.node() or 'localhost'}/{data.get('ari_app', 'voicebot')}"
 
 
 class Settings(BaseSettings):
@@ -113,6 +122,19 @@ class Settings(BaseSettings):
     )
     hangup_grace_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
         10.0, validation_alias=_env("HANGUP_GRACE_SECONDS")
+    )
+
+    # --- Call records ----------------------------------------------------------------
+    # A SecretStr: the URL may hold a password, so it is never shown whole.
+    database_url: SecretStr = Field(SecretStr(""), validation_alias=_env("DATABASE_URL"))
+    store_transcripts: bool = Field(True, validation_alias=_env("STORE_TRANSCRIPTS"))
+    records_retention_days: int | None = Field(
+        None, validation_alias=_env("RECORDS_RETENTION_DAYS")
+    )
+    prices_file: str = Field("", validation_alias=_env("PRICES_FILE"))
+    # ari_app is declared above, so the factory sees its validated value.
+    controller_id: str = Field(
+        default_factory=_default_controller_id, validation_alias=_env("CONTROLLER_ID")
     )
 
     # --- Operations ----------------------------------------------------------------
@@ -221,6 +243,42 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url:
+            parse_database_url(url)  # its messages mask the password
+        return value
+
+    @field_validator("records_retention_days", mode="before")
+    @classmethod
+    def _check_retention(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # unset or empty: keep records forever
+        try:
+            days = int(str(value).strip())
+        except ValueError:
+            days = 0
+        if days < 1:
+            raise ValueError(
+                "must be a whole number of days, at least 1 (leave it unset to keep "
+                "records forever)"
+            )
+        return days
+
+    @field_validator("controller_id")
+    @classmethod
+    def _check_controller_id(cls, value: str) -> str:
+        if not value or len(value) > 128 or not value.isprintable() or " " in value:
+            raise ValueError("must be 1 to 128 printable characters without spaces")
+        return value
+
+    @property
+    def database_password(self) -> str:
+        """The password inside ``DATABASE_URL`` (empty when none), for log masking."""
+        return url_password(self.database_url.get_secret_value())
+
     @property
     def default_tools(self) -> tuple[str, ...]:
         """``AGENT_TOOLS`` as a tuple of names."""
@@ -323,7 +381,11 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Se
         settings: Settings = factory(_env_file=env_file, **overrides)
         return settings
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
+        # A default computed from other settings is not built when one of them
+        # is bad; that is no second problem to report.
+        errors = [
+            e for e in exc.errors(include_url=False) if e["type"] != "default_factory_not_called"
+        ]
         lines = [_describe(dict(e)) for e in errors]
         raise ConfigError("; ".join(lines)) from None
 

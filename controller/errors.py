@@ -24,13 +24,15 @@ ever need to know this tree::
     │   ├── RealtimeConnectionError   handshake failed, refused, closed  (transient)
     │   ├── RealtimeProtocolError     the server sent something we cannot parse
     │   └── RealtimeServerError       the server sent an ``error`` event
+    ├── StoreError                    call records: DATABASE_URL unreachable or
+    │                                 refused, a record rejected (transient: per error)
     ├── CallError                     one call's life
     │   └── CallStateError            an illegal call-state transition (a bug)
     └── ToolError                     a model tool call was refused; the message
                                       goes back to the model, the call goes on
 
 ``transient`` marks errors where retrying later may succeed. Messages never
-contain secrets (API keys, ARI passwords): build them from names and
+contain secrets (API keys, ARI passwords, the password in DATABASE_URL): build them from names and
 statuses, not from request headers or URLs with credentials.
 """
 
@@ -195,6 +197,25 @@ class RealtimeServerError(RealtimeError):
     def fatal(self) -> bool:
         """True when the session cannot continue after this error."""
         return self.code in self.FATAL_CODES
+
+
+# --- Call records ----------------------------------------------------------------
+
+
+class StoreError(AriRealtimeError):
+    """The call-record store failed: unreachable, refused, or rejected a record.
+
+    The message never contains the password of ``DATABASE_URL``.
+
+    Attributes:
+        transient: True when trying again later may succeed (the server is
+            down, the database is locked, the disk is full); False when the
+            record itself was rejected or the store is unusable as set up.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 # --- Calls and tools -----------------------------------------------------------

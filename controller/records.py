@@ -113,13 +113,21 @@ class MediaCounters(_Part):
 
 
 class UsageTotals(_Part):
-    """Model usage summed over the call's responses (``response.done`` usage)."""
+    """Model usage summed over the call's responses (``response.done`` usage).
+
+    As in the API, cached input tokens are part of the input counts, not in
+    addition to them. ``input_cached_audio_tokens`` and
+    ``input_cached_text_tokens`` (``cached_tokens_details``) split
+    ``input_cached_tokens`` when known; both 0 means unknown.
+    """
 
     input_audio_tokens: int = 0
     input_text_tokens: int = 0
     input_cached_tokens: int = 0
     output_audio_tokens: int = 0
     output_text_tokens: int = 0
+    input_cached_audio_tokens: int = 0
+    input_cached_text_tokens: int = 0
 
 
 class CallRecord(_Part):

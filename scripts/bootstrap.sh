@@ -3,7 +3,9 @@
 #   - Debian packages: debootstrap (builds the sandboxed Asterisk root fs),
 #     espeak-ng and sox (speech and tones for the demo and tests), chromium
 #     and chromium-driver (the live view's browser test); the test "phone"
-#     is Asterisk itself over a second SIP transport, so no SIP tool
+#     is Asterisk itself over a second SIP transport, so no SIP tool;
+#     postgresql, whose initdb/pg_ctl the store tests use to run a throwaway
+#     server of their own (tests/pg.py)
 #   - a virtualenv in .venv with this package and its test extras
 # Asterisk's own root file system is built on first use by asterisk/sandbox.py.
 set -euo pipefail
@@ -15,6 +17,7 @@ for pair in debootstrap:debootstrap espeak-ng:espeak-ng sox:sox unshare:util-lin
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "bootstrap: please install as root: apt-get install ${need[*]}" >&2

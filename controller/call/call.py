@@ -36,6 +36,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
 from controller.agents import Agent, parse_stasis_args, resolve_agent
 from controller.ari.events import (
     AriEvent,
@@ -67,7 +69,13 @@ from controller.call.conversation import (
     TranscriptLine,
     TurnEnded,
 )
-from controller.call.record import CallFacts, build_record, turn_entry
+from controller.call.record import (
+    CallFacts,
+    build_record,
+    tool_call_entry,
+    transcript_entry,
+    turn_entry,
+)
 from controller.call.services import CallContext, CallServices
 from controller.call.state import CallLifecycle, CallState, Outcome
 from controller.call.tools import build_instructions, declarations, tool_result
@@ -83,7 +91,7 @@ from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
 from controller.realtime.events import ClientEvent, build_session_update
 from controller.realtime.session import RealtimeSession, connect_realtime
-from controller.records import CallRecord, MediaCounters, UsageTotals
+from controller.records import CallRecord, DtmfEntry, LiveEventKind, MediaCounters, UsageTotals
 
 log = logging.getLogger("controller.call")
 
@@ -221,8 +229,8 @@ class Call:
             else:
                 conversation.caller_dtmf(event.digit, self._now())
                 self._poke_timer()
-            data = {"direction": "caller", "digits": event.digit}
-            self.services.observers.call_event(self.call_id, "dtmf", data)
+            at_ms = round(self.elapsed * 1000)
+            self._observe("dtmf", DtmfEntry(direction="caller", digits=event.digit, at_ms=at_ms))
         elif isinstance(event, ChannelHangupRequest | ChannelDestroyed):
             self.on_caller_gone("caller hung up")
         elif isinstance(event, StasisEnd):
@@ -453,16 +461,16 @@ class Call:
                 self.request_end(action.outcome, action.reason)
             elif isinstance(action, TranscriptLine):
                 self._log.info("transcript %s", kv(role=action.role, t=action.at, text=action.text))
-                line = {"role": action.role, "text": action.text, "at": action.at}
-                self.services.observers.call_event(self.call_id, "transcript", line)
+                self._observe("transcript", transcript_entry(action))
             elif isinstance(action, TurnEnded):
-                turn = turn_entry(action.turn).model_dump()
-                self.services.observers.call_event(self.call_id, "turn", turn)
+                self._observe("turn", turn_entry(action.turn))
             elif isinstance(action, ToolCallEnded):
-                call = action.call
-                data = {"name": call.name, "arguments": call.arguments, "refused": call.refused}
-                self.services.observers.call_event(self.call_id, "tool_call", data)
+                self._observe("tool_call", tool_call_entry(action.call, self.started))
         self._poke_timer()
+
+    def _observe(self, kind: LiveEventKind, entry: BaseModel) -> None:
+        data = entry.model_dump(mode="json")
+        self.services.observers.call_event(self.call_id, kind, data)
 
     def _interrupt(self) -> None:
         cuts = self.media.interrupt() if self.media is not None else []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from controller.call.conversation import Conversation, Turn
+from controller.call.conversation import Conversation, Keys, ToolCall, TranscriptLine, Turn
 from controller.call.state import Ending
 from controller.records import (
     CallRecord,
@@ -60,6 +60,38 @@ def turn_entry(turn: Turn) -> TurnEntry:
     )
 
 
+def transcript_entry(line: TranscriptLine) -> TranscriptEntry:
+    """A transcript line as the record keeps it."""
+    return TranscriptEntry(
+        role="agent" if line.role == "agent" else "caller",
+        text=line.text,
+        start_ms=round(line.at * 1000),
+        end_ms=_ms(line.end),
+    )
+
+
+def tool_call_entry(call: ToolCall, call_started: float) -> ToolCallEntry:
+    """A tool call as the record keeps it (``call_started``: the call's start, same clock)."""
+    return ToolCallEntry(
+        call_id=call.call_id,
+        name=call.name,
+        arguments=call.arguments,
+        result=call.result,
+        refused=call.refused,
+        started_ms=round((call.started - call_started) * 1000),
+        duration_ms=None if call.finished is None else round((call.finished - call.started) * 1000),
+    )
+
+
+def dtmf_entry(keys: Keys) -> DtmfEntry:
+    """Keys pressed, as the record keeps them."""
+    return DtmfEntry(
+        direction="agent" if keys.direction == "agent" else "caller",
+        digits=keys.digits,
+        at_ms=round(keys.at * 1000),
+    )
+
+
 def build_record(
     facts: CallFacts,
     conversation: Conversation | None,
@@ -94,38 +126,9 @@ def build_record(
     )
     if conversation is None:
         return record
-    start = conversation.started
-    record.transcript = [
-        TranscriptEntry(
-            role="agent" if line.role == "agent" else "caller",
-            text=line.text,
-            start_ms=round(line.at * 1000),
-            end_ms=_ms(line.end),
-        )
-        for line in conversation.transcript
-    ]
-    record.tool_calls = [
-        ToolCallEntry(
-            call_id=call.call_id,
-            name=call.name,
-            arguments=call.arguments,
-            result=call.result,
-            refused=call.refused,
-            started_ms=round((call.started - start) * 1000),
-            duration_ms=None
-            if call.finished is None
-            else round((call.finished - call.started) * 1000),
-        )
-        for call in conversation.tool_calls
-    ]
-    record.dtmf = [
-        DtmfEntry(
-            direction="agent" if keys.direction == "agent" else "caller",
-            digits=keys.digits,
-            at_ms=round(keys.at * 1000),
-        )
-        for keys in conversation.keys
-    ]
+    record.transcript = [transcript_entry(line) for line in conversation.transcript]
+    record.tool_calls = [tool_call_entry(c, conversation.started) for c in conversation.tool_calls]
+    record.dtmf = [dtmf_entry(keys) for keys in conversation.keys]
     record.turns = [turn_entry(turn) for turn in conversation.turns]
     usage = conversation.usage
     record.usage = UsageTotals(

@@ -31,6 +31,9 @@ DOCUMENTED = {
     "MEDIA_PORTS",
     "AGENT_INSTRUCTIONS",
     "AGENT_GREETING",
+    "DATABASE_URL",
+    "STORE_TRANSCRIPTS",
+    "RECORDS_RETENTION_DAYS",
 }
 #: Without these the controller cannot reach Asterisk or the model.
 REQUIRED = {
@@ -71,12 +74,14 @@ def conf(name: str) -> dict[str, dict[str, str]]:
     return dict(conf_sections((ASTERISK / name).read_text()))
 
 
-def _volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+def _volumes(service: dict[str, Any], *, named: bool = False) -> list[tuple[str, str]]:
+    """A service's bind mounts of repository files (or, with ``named``, its named volumes)."""
     pairs = []
     for volume in service.get("volumes", []):
         assert isinstance(volume, str), f"long-form volume not expected: {volume!r}"
         source, target = volume.split(":")[:2]
-        pairs.append((source, target))
+        if source.startswith((".", "/")) != named:
+            pairs.append((source, target))
     return pairs
 
 
@@ -111,6 +116,14 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
             assert path.exists(), f"{name}: mounts missing {source}"
             assert ROOT in path.parents or path == ROOT, f"{name}: mounts outside the repo"
             assert target.startswith("/"), f"{name}: relative target {target}"
+
+
+def test_the_call_records_live_in_a_declared_volume(compose: dict[str, Any]) -> None:
+    named = dict(_volumes(compose["services"]["controller"], named=True))
+    assert named == {"records": "/var/lib/ari-realtime"}
+    assert "records" in compose.get("volumes", {})
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "STATE_DIRECTORY=/var/lib/ari-realtime" in dockerfile  # the default SQLite file
 
 
 def test_every_asterisk_conf_is_mounted_where_asterisk_reads_it(compose: dict[str, Any]) -> None:

@@ -36,6 +36,10 @@ PURE = [
     "controller.call.conversation",
     "controller.call.state",
     "controller.call.tools",
+    "controller.pricing",
+    "controller.recordview",
+    "controller.store.url",
+    "controller.store.migrations",
 ]
 #: Modules (and packages) that do I/O or read the clock.
 IO_MODULES = (
