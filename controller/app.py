@@ -40,12 +40,19 @@ from controller.ari.rest import AriClient
 from controller.ari.stream import AriEventStream
 from controller.call.call import Call
 from controller.call.http_tools import HttpToolClient
-from controller.call.services import CallContext, CallServices, ChannelOwner
+from controller.call.services import (
+    CallContext,
+    CallServices,
+    ChannelOwner,
+    no_cost,
+    no_count,
+)
 from controller.call.state import Outcome
 from controller.config import Settings
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
 from controller.logs import kv
 from controller.media.clock import MediaClock
+from controller.records import CallObserver, Observers, UsageTotals
 
 log = logging.getLogger("controller.app")
 
@@ -71,6 +78,9 @@ class Controller:
         *,
         call_factory: CallFactory | None = None,
         agents: AgentsFile | None = None,
+        observers: CallObserver | None = None,
+        cost: Callable[[str, UsageTotals], float] | None = None,
+        model_errors: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._call_factory: CallFactory = call_factory or Call
@@ -102,6 +112,10 @@ class Controller:
             http_tools=self._http_tools,
             agents=self.agents,
             id_prefix=self.id_prefix,
+            observers=observers or Observers(),
+            controller_id=settings.controller_id,
+            cost=cost or no_cost,
+            model_errors=model_errors or no_count,
         )
 
     @property
@@ -113,6 +127,20 @@ class Controller:
     def ready(self) -> asyncio.Event:
         """Set once the app is registered and reconciled (for tests and the demo)."""
         return self._ready
+
+    # --- what the HTTP API asks (controller.http.LiveController) ------------------------
+
+    def hangup(self, call_id: str) -> bool:
+        """An operator ends a live call; False when no such call is live."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        call.request_end(Outcome.OPERATOR_HUNG_UP, "an operator ended the call")
+        return True
+
+    def health(self) -> dict[str, bool]:
+        """Is the events websocket up, and is the app registered."""
+        return {"ari_connected": self.stream is not None, "app_registered": self._ready.is_set()}
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to end every call and return."""

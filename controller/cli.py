@@ -86,29 +86,16 @@ def _secrets(settings: Settings) -> list[str]:
     ]
 
 
-def _store_problem(settings: Settings) -> int | None:
-    """Open and close the store once; on failure print one line and return the exit code."""
-    from controller.store import check_store
-
-    try:
-        asyncio.run(check_store(settings.database_url.get_secret_value()))
-    except ConfigError as exc:
-        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:
-        print(f"ari-realtime: {exc}", file=sys.stderr)
-        return 1
-    return None
-
-
 async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
     from controller.app import Controller
+    from controller.serve import Operations, serve
 
-    controller = Controller(settings, agents=agents)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, controller.request_stop)
-    await controller.run()
+    def started(controller: Controller, ops: Operations) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, controller.request_stop)
+
+    await serve(settings, agents, started=started)
 
 
 def cmd_run(settings: Settings) -> int:
@@ -120,14 +107,15 @@ def cmd_run(settings: Settings) -> int:
     except ConfigError as exc:
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
         return 2
-    # A bad or unreachable DATABASE_URL stops the start with one line, before
-    # any call is taken.
-    problem = _store_problem(settings)
-    if problem is not None:
-        return problem
     setup_logging(settings.log_level, _secrets(settings))
     try:
         asyncio.run(_serve(settings, agents))
+    except ConfigError as exc:  # found while opening: store, prices, HTTP_LISTEN
+        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:  # a bad or unreachable DATABASE_URL: one line, no call taken
+        print(f"ari-realtime: {exc}", file=sys.stderr)
+        return 1
     except AriAuthError:
         print(
             f"ari-realtime: Asterisk rejected ARI user {settings.ari_user!r}; "

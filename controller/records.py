@@ -39,6 +39,7 @@ OUTCOMES = (
     "agent_hung_up",
     "transferred",
     "handed_back",
+    "operator_hung_up",
     "failed",
     "controller_crashed",
 )

@@ -60,6 +60,7 @@ from controller.call.conversation import (
     EndItem,
     Heard,
     Interrupt,
+    ModelError,
     Play,
     Playback,
     RunTool,
@@ -464,6 +465,8 @@ class Call:
                 self._observe("transcript", transcript_entry(action))
             elif isinstance(action, TurnEnded):
                 self._observe("turn", turn_entry(action.turn))
+            elif isinstance(action, ModelError):
+                self.services.model_errors(action.code)
             elif isinstance(action, ToolCallEnded):
                 self._observe("tool_call", tool_call_entry(action.call, self.started))
         self._poke_timer()

@@ -223,6 +223,13 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class ModelError:
+    """The model sent an ``error`` event (counted; fatal ones also end the call)."""
+
+    code: str
+
+
+@dataclass(frozen=True)
 class TurnEnded:
     """A response is done (for live watchers; the turn may still gain its first frame)."""
 
@@ -266,6 +273,7 @@ Action = (
     | TranscriptLine
     | TurnEnded
     | ToolCallEnded
+    | ModelError
 )
 
 
@@ -669,9 +677,10 @@ class Conversation:
     def _model_error(self, event: ErrorEvent) -> list[Action]:
         error = event.error
         code = error.code or ""
+        counted = ModelError(code or error.type or "unknown")
         if code in QUIET_ERROR_CODES:
             self._log.debug("model error (expected) %s", kv(code=code))
-            return []
+            return [counted]
         self._log.warning(
             "model error %s",
             kv(
@@ -683,8 +692,8 @@ class Conversation:
         )
         if code in RealtimeServerError.FATAL_CODES:
             self._stopped = True
-            return [EndCall(Outcome.FAILED, f"model error {code}")]
-        return []
+            return [counted, EndCall(Outcome.FAILED, f"model error {code}")]
+        return [counted]
 
     # --- tools -------------------------------------------------------------------------------
 

@@ -37,8 +37,13 @@ class ChannelRouter(Protocol):
         """Stop routing events of ``channel_id``."""
 
 
-def _no_cost(model: str, usage: UsageTotals) -> float:
+def no_cost(model: str, usage: UsageTotals) -> float:
+    """The price of a call when no price table is given."""
     return 0.0
+
+
+def no_count(code: str) -> None:
+    """Model errors go uncounted when no metrics are given."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,9 @@ class CallServices:
     #: Names this controller in records (what a restart closes as crashed).
     controller_id: str = ""
     #: The price of a call's model usage in USD.
-    cost: Callable[[str, UsageTotals], float] = _no_cost
+    cost: Callable[[str, UsageTotals], float] = no_cost
+    #: Counts an ``error`` event of the model by its code (metrics).
+    model_errors: Callable[[str], None] = no_count
 
 
 @dataclass

@@ -39,6 +39,7 @@ class Outcome(enum.Enum):
     AGENT_HUNG_UP = "agent_hung_up"  # the hangup tool, or a limit with a goodbye
     TRANSFERRED = "transferred"
     HANDED_BACK = "handed_back"  # back to the dialplan, e.g. the controller stopping
+    OPERATOR_HUNG_UP = "operator_hung_up"  # POST /calls/{id}/hangup
     FAILED = "failed"  # an error; the caller is handed back to the dialplan
 
     @property

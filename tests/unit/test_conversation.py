@@ -30,6 +30,7 @@ from controller.call.conversation import (
     Heard,
     Interrupt,
     Keys,
+    ModelError,
     Play,
     Playback,
     RunTool,
@@ -73,7 +74,7 @@ def ready(config: ConversationConfig = TOOLS, now: float = 0.0) -> Conversation:
 
 
 #: Actions that only report (to live watchers); most tests look at the decisions.
-REPORTS = (TurnEnded, ToolCallEnded)
+REPORTS = (TurnEnded, ToolCallEnded, ModelError)
 
 
 def feed(
@@ -334,16 +335,17 @@ def test_fatal_model_errors_end_the_call_and_expected_races_do_not() -> None:
             "message": "x",
         },
     )
-    assert conv.model_event(quiet, 1.0, SILENT) == []
+    assert conv.model_event(quiet, 1.0, SILENT) == [ModelError("response_cancel_not_active")]
     other = event(
         "error", error={"type": "invalid_request_error", "code": "invalid_value", "message": "x"}
     )
-    assert conv.model_event(other, 1.0, SILENT) == []
+    assert conv.model_event(other, 1.0, SILENT) == [ModelError("invalid_value")]
     fatal = event(
         "error", error={"type": "invalid_request_error", "code": "invalid_api_key", "message": "x"}
     )
     assert conv.model_event(fatal, 1.0, SILENT) == [
-        EndCall(Outcome.FAILED, "model error invalid_api_key")
+        ModelError("invalid_api_key"),
+        EndCall(Outcome.FAILED, "model error invalid_api_key"),
     ]
 
 
