@@ -28,7 +28,7 @@ from controller.config import load_settings
 from controller.errors import ConfigError
 from controller.logs import setup_logging
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "demo-out"
 CALLER_TEXT = "Hello! Could you tell me when your shop opens tomorrow?"
 AGENT_TEXT = "Good morning! We open at nine tomorrow. Is there anything else?"
@@ -81,7 +81,7 @@ async def _demo() -> int:
         return 1
     sys.path.insert(0, str(REPO))
     sandbox_mod: Any = importlib.import_module("asterisk.sandbox")
-    from controller.modelserver import ModelServer, ServerConfig
+    from controller.devtools.modelserver import ModelServer, ServerConfig
 
     OUT.mkdir(exist_ok=True)
     caller_wav, agent_wav = OUT / "caller-says.wav", OUT / "agent-says.wav"
@@ -185,7 +185,7 @@ def main(env_file: str | None = None) -> int:
     """Run the demo; returns the exit code."""
     del env_file  # the demo wires its own settings to the sandbox
     setup_logging("INFO")
-    logging.getLogger("controller.modelserver").setLevel(logging.WARNING)
+    logging.getLogger("controller.devtools.modelserver").setLevel(logging.WARNING)
     try:
         return asyncio.run(_demo())
     except ConfigError as exc:
