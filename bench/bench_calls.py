@@ -5,7 +5,7 @@ of controller CPU per call-second (one core carries 200 concurrent calls).
 
 How it measures:
 
-* The sandboxed Asterisk 22 (``tests.rig.sandbox.start_sandbox``, free ports
+* The sandboxed Asterisk 22 (``controller.devtools.rig.sandbox.start_sandbox``, free ports
   picked) carries real calls: the rig's phone dials extension 100 over PJSIP,
   the PBX hands the call to the Stasis app, and the controller bridges it to
   an externalMedia RTP channel, exactly as in production.
@@ -76,12 +76,12 @@ sys.path.insert(0, str(REPO))
 from controller.app import Controller  # noqa: E402
 from controller.call.call import Call, CallContext  # noqa: E402
 from controller.config import load_settings  # noqa: E402
+from controller.devtools.rig.ari import AriClient  # noqa: E402
+from controller.devtools.rig.audio import write_wav  # noqa: E402
+from controller.devtools.rig.calls import Script, call_pbx, wait_no_channels  # noqa: E402
+from controller.devtools.rig.sandbox import Sandbox, SandboxError, start_sandbox  # noqa: E402
+from controller.devtools.rig.wait import wait_for  # noqa: E402
 from controller.logs import RedactingFormatter  # noqa: E402
-from tests.rig.ari import AriClient  # noqa: E402
-from tests.rig.audio import write_wav  # noqa: E402
-from tests.rig.calls import Script, call_pbx, wait_no_channels  # noqa: E402
-from tests.rig.sandbox import Sandbox, SandboxError, start_sandbox  # noqa: E402
-from tests.rig.wait import wait_for  # noqa: E402
 
 BUDGET_MS_PER_CALL_SECOND = 5.0
 #: The caller's turn pattern: this much tone, then this much silence, repeated.

@@ -8,17 +8,25 @@ skipped rather than as confusing follow-on failures.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-import websockets
+from websockets.exceptions import InvalidStatus
 
 from controller.agents import load_agents_file
 from controller.ari.rest import AriClient
 from controller.config import Settings
-from controller.errors import AriAuthError, AriConnectionError, AriError, ConfigError
+from controller.errors import (
+    AriAuthError,
+    AriConnectionError,
+    AriError,
+    ConfigError,
+    RealtimeConnectionError,
+    RealtimeProtocolError,
+)
+from controller.realtime.events import ErrorEvent, SessionCreated
+from controller.realtime.session import connect_realtime
 
 #: Modules the controller cannot work without, with what each is for.
 REQUIRED_MODULES: dict[str, str] = {
@@ -196,44 +204,62 @@ def _check_media(settings: Settings) -> CheckResult:
 
 
 async def _check_model(settings: Settings, timeout: float) -> CheckResult:
-    """Open the model's websocket and read its first event.
+    """Open the model's websocket as a call does and read its first event.
 
-    A healthy endpoint says ``session.created``; a wrong key gets an
+    The connection is made by :func:`~controller.realtime.session.connect_realtime`,
+    the same code (URL with ``?model=``, auth headers, handshake errors) a call
+    uses. A healthy endpoint says ``session.created``; a wrong key gets an
     ``error`` event (OpenAI upgrades first, then complains).
     """
-    key = settings.openai_api_key.get_secret_value()
-    parts = urlsplit(settings.realtime_url)
-    query = (
-        parts.query + ("&" if parts.query else "") + urlencode({"model": settings.realtime_model})
-    )
-    url = urlunsplit(parts._replace(query=query))
-    headers = {"Authorization": f"Bearer {key}"}
-    if settings.is_azure:
-        headers["api-key"] = key
-    where = urlunsplit(parts._replace(query=""))
+    where = urlunsplit(urlsplit(settings.realtime_url)._replace(query=""))
     try:
-        async with asyncio.timeout(timeout):
-            async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
-                first = json.loads(await ws.recv())
+        session = await connect_realtime(
+            settings.realtime_url,
+            settings.openai_api_key,
+            settings.realtime_model,
+            azure=settings.is_azure,
+            timeout=timeout,
+        )
+    except RealtimeConnectionError as exc:
+        return _model_unreachable(where, exc, timeout)
+    try:
+        async with session, asyncio.timeout(timeout):
+            first = await session.recv()
     except TimeoutError:
-        return CheckResult("FAIL", "model", f"no answer from {where} within {timeout:.0f}s")
-    except websockets.InvalidStatus as exc:
-        status = exc.response.status_code
+        return CheckResult("FAIL", "model", f"no answer from {where} within {timeout:g}s")
+    except RealtimeConnectionError as exc:
+        return CheckResult("FAIL", "model", f"{where} closed the websocket at once: {exc}")
+    except RealtimeProtocolError as exc:
+        return CheckResult("FAIL", "model", f"{where} does not speak the Realtime protocol: {exc}")
+    if isinstance(first, SessionCreated):
+        return CheckResult("ok", "model", f"{where} opened a session for {settings.realtime_model}")
+    if isinstance(first, ErrorEvent):
+        code = first.error.code or first.type
+        message = first.error.message or ""
+    else:
+        code, message = first.type, ""
+    return CheckResult("FAIL", "model", f"{where} answered with {code}: {message}".strip())
+
+
+def _model_unreachable(where: str, exc: RealtimeConnectionError, timeout: float) -> CheckResult:
+    """The result line for a connection :func:`connect_realtime` could not open.
+
+    ``connect_realtime`` chains the library's exception as ``__cause__``
+    (unless its text carries the key); that tells a refusal from a timeout.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, InvalidStatus):
+        status = cause.response.status_code
         hint = " (check OPENAI_API_KEY)" if status in (401, 403) else ""
         return CheckResult("FAIL", "model", f"{where} refused the websocket: HTTP {status}{hint}")
-    except (OSError, websockets.WebSocketException, ValueError) as exc:
-        return CheckResult(
-            "FAIL",
-            "model",
-            f"cannot reach the model at {where}: {type(exc).__name__}: {exc}. "
-            "Check REALTIME_URL and that this host may connect to it",
-        )
-    if first.get("type") == "session.created":
-        return CheckResult("ok", "model", f"{where} opened a session for {settings.realtime_model}")
-    error = first.get("error") or {}
-    code = error.get("code") or first.get("type")
+    if isinstance(cause, TimeoutError):
+        return CheckResult("FAIL", "model", f"no answer from {where} within {timeout:g}s")
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
     return CheckResult(
-        "FAIL", "model", f"{where} answered with {code}: {error.get('message', '')}".strip()
+        "FAIL",
+        "model",
+        f"cannot reach the model at {where}: {reason}. "
+        "Check REALTIME_URL and that this host may connect to it",
     )
 
 

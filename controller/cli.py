@@ -187,14 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # model-server has its own parser; hand it the rest of the line untouched.
     if "model-server" in argv:
-        from controller.modelserver import main as model_server_main
+        from controller.devtools.modelserver import main as model_server_main
 
         code: int = model_server_main(argv[argv.index("model-server") + 1 :])
         return code
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from controller.demo import main as demo_main
+            from controller.devtools.demo import main as demo_main
 
             demo_code: int = demo_main(args.env_file)
             return demo_code

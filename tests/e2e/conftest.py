@@ -18,11 +18,11 @@ from controller.app import Controller
 from controller.call.call import Call
 from controller.call.services import CallContext, CallServices
 from controller.config import load_settings
-from controller.modelserver import ModelServer, ServerConfig
+from controller.devtools.modelserver import ModelServer, ServerConfig
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.audio import ensure_tools
+from controller.devtools.rig.sandbox import Sandbox, SandboxError, start_sandbox
 from tests.modelpeer.validate import validate_client_event, validate_server_event
-from tests.rig.ari import AriClient
-from tests.rig.audio import ensure_tools
-from tests.rig.sandbox import Sandbox, SandboxError, start_sandbox
 
 _E2E_DIR = Path(__file__).resolve().parent
 

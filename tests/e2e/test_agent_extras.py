@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from controller.modelserver import ModelServer
-from tests.rig.ari import AriClient
-from tests.rig.audio import analyse, wait_recording
-from tests.rig.calls import Script, call_pbx, wait_rig_done
-from tests.rig.sandbox import Sandbox
-from tests.rig.wait import wait_for
+from controller.devtools.modelserver import ModelServer
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.audio import analyse, wait_recording
+from controller.devtools.rig.calls import Script, call_pbx, wait_rig_done
+from controller.devtools.rig.sandbox import Sandbox
+from controller.devtools.rig.wait import wait_for
 
 
 def outputs(model_server: ModelServer) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ ms; it advances only while frames flow (see :func:`make_utterance`), so tests
 that measure time have the phone play (silence) throughout.
 
 The model server replies with tones; each test picks frequencies that tell
-the sounds apart (:func:`tests.rig.audio.tone_spans` finds each tone to 5 ms).
+the sounds apart (:func:`controller.devtools.rig.audio.tone_spans` finds each tone to 5 ms).
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ import numpy as np
 import pytest
 
 from controller.call.call import Call
-from controller.modelserver import ModelServer, SessionRecord
-from controller.modelserver.peer import PeerSession
-from controller.modelserver.vad import SpeechStarted
-from controller.rtp.endpoint import RtpEndpoint
-from tests.e2e.conftest import RunningController
-from tests.rig.ari import AriClient
-from tests.rig.audio import (
+from controller.devtools.modelserver import ModelServer, SessionRecord
+from controller.devtools.modelserver.peer import PeerSession
+from controller.devtools.modelserver.vad import SpeechStarted
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.audio import (
     make_silence,
     make_tone,
     read_wav,
@@ -41,10 +39,18 @@ from tests.rig.audio import (
     tone_spans,
     write_wav,
 )
-from tests.rig.audio import wait_recording as wait_wav
-from tests.rig.calls import Script, call_pbx, playable, wait_nothing_left, wait_rig_done
-from tests.rig.sandbox import Sandbox
-from tests.rig.wait import wait_for
+from controller.devtools.rig.audio import wait_recording as wait_wav
+from controller.devtools.rig.calls import (
+    Script,
+    call_pbx,
+    playable,
+    wait_nothing_left,
+    wait_rig_done,
+)
+from controller.devtools.rig.sandbox import Sandbox
+from controller.devtools.rig.wait import wait_for
+from controller.rtp.endpoint import RtpEndpoint
+from tests.e2e.conftest import RunningController
 
 StartController = Callable[..., Awaitable[RunningController]]
 

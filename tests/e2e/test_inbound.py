@@ -16,14 +16,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from controller.modelserver import ModelServer
+from controller.devtools.modelserver import ModelServer
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.audio import analyse, gsm_duration, wait_recording
+from controller.devtools.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
+from controller.devtools.rig.sandbox import Sandbox
+from controller.devtools.rig.wait import wait_for
 from tests.e2e.conftest import controller_env
 from tests.e2e.test_rig import PROMPT
-from tests.rig.ari import AriClient
-from tests.rig.audio import analyse, gsm_duration, wait_recording
-from tests.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
-from tests.rig.sandbox import Sandbox
-from tests.rig.wait import wait_for
 
 SECRET_KEY = "sk-test-not-a-real-key-0123456789"
 

@@ -31,10 +31,9 @@ import pytest
 from controller.audio.g711 import ulaw_decode, ulaw_encode
 from controller.call.call import Call
 from controller.call.state import CallState
-from controller.modelserver import ModelServer, SessionRecord
-from tests.e2e.conftest import RunningController
-from tests.rig.ari import AriClient, Event
-from tests.rig.audio import (
+from controller.devtools.modelserver import ModelServer, SessionRecord
+from controller.devtools.rig.ari import AriClient, Event
+from controller.devtools.rig.audio import (
     AudioStats,
     active_mask,
     analyse,
@@ -45,9 +44,17 @@ from tests.rig.audio import (
     read_wav,
     wait_recording,
 )
-from tests.rig.calls import Script, call_local, call_pbx, playable, wait_nothing_left, wait_rig_done
-from tests.rig.sandbox import Sandbox
-from tests.rig.wait import wait_for
+from controller.devtools.rig.calls import (
+    Script,
+    call_local,
+    call_pbx,
+    playable,
+    wait_nothing_left,
+    wait_rig_done,
+)
+from controller.devtools.rig.sandbox import Sandbox
+from controller.devtools.rig.wait import wait_for
+from tests.e2e.conftest import RunningController
 
 #: The controller's turn detection settings (passed explicitly: the arithmetic depends on them).
 PREFIX_MS = 300

@@ -3,11 +3,11 @@ channels, and StasisStart is not replayed after the events websocket drops."""
 
 from __future__ import annotations
 
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
+from controller.devtools.rig.sandbox import Sandbox
+from controller.devtools.rig.wait import wait_for
 from tests.e2e.conftest import RunningController
-from tests.rig.ari import AriClient
-from tests.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
-from tests.rig.sandbox import Sandbox
-from tests.rig.wait import wait_for
 
 
 async def test_orphans_of_a_crashed_controller_are_removed_at_start(

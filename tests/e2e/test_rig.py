@@ -13,17 +13,23 @@ from pathlib import Path
 import pytest
 
 from asterisk.sandbox import CONF_DIR
-from tests.rig.ari import AriClient
-from tests.rig.audio import analyse, gsm_duration, make_tone, wait_recording
-from tests.rig.calls import Script, call_pbx, set_phone_script, wait_no_channels, wait_rig_done
-from tests.rig.sandbox import (
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.audio import analyse, gsm_duration, make_tone, wait_recording
+from controller.devtools.rig.calls import (
+    Script,
+    call_pbx,
+    set_phone_script,
+    wait_no_channels,
+    wait_rig_done,
+)
+from controller.devtools.rig.sandbox import (
     REQUIRED_MODULES,
     SHARED_DIR_INSIDE,
     Sandbox,
     SandboxError,
     moved_conf,
 )
-from tests.rig.wait import wait_for
+from controller.devtools.rig.wait import wait_for
 
 TONE_SECONDS = 2.0
 PROMPT = "/usr/share/asterisk/sounds/en_US_f_Allison/sorry-youre-having-problems.gsm"
@@ -95,7 +101,7 @@ async def test_endpoints_and_dialplan_are_loaded(asterisk: Sandbox, ari: AriClie
 
 
 def _session_ports(asterisk: Sandbox) -> tuple[int, int, int, int]:
-    """The port set the session's sandbox runs on (see tests/rig/sandbox.py)."""
+    """The port set the session's sandbox runs on (see controller/devtools/rig/sandbox.py)."""
     offset = int(asterisk.ari_url.rsplit(":", 1)[1]) - 8088
     return 8088 + offset, 5060 + offset, 5070 + offset, 20000 + 5 * offset
 

@@ -1,9 +1,9 @@
-"""Test-only helpers around the local model server (``controller.modelserver``).
+"""Test-only helpers around the local model server (``controller.devtools.modelserver``).
 
 ``validate`` checks events against the ``openai`` package's Realtime types
 (a test-only dependency), so the server can reject exactly what a client
 would get wrong against the real API. :func:`validated_server` builds a
-:class:`~controller.modelserver.ModelServer` with both checks installed::
+:class:`~controller.devtools.modelserver.ModelServer` with both checks installed::
 
     server = validated_server(ServerConfig(reply="echo"))
     port = await server.start()
@@ -13,7 +13,7 @@ would get wrong against the real API. :func:`validated_server` builds a
 
 from __future__ import annotations
 
-from controller.modelserver import ModelServer, ServerConfig
+from controller.devtools.modelserver import ModelServer, ServerConfig
 from tests.modelpeer.validate import validate_client_event, validate_server_event
 
 __all__ = ["validate_client_event", "validate_server_event", "validated_server"]

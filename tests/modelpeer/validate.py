@@ -1,7 +1,7 @@
 """Validate Realtime GA events against the ``openai`` package's pydantic types.
 
 :func:`validate_client_event` is the model server's ``validator`` hook: it
-raises :class:`~controller.modelserver.ClientEventRejected` with the code the
+raises :class:`~controller.devtools.modelserver.ClientEventRejected` with the code the
 real API would use (``unknown_parameter`` for a field the GA API does not
 have, e.g. the beta ``session.voice``; ``missing_required_parameter``;
 ``invalid_value``; ``invalid_type``). :func:`validate_server_event` checks the
@@ -21,7 +21,7 @@ from typing import Any, get_args
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from controller.modelserver import ClientEventRejected
+from controller.devtools.modelserver import ClientEventRejected
 
 __all__ = [
     "client_event_classes",

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from controller.config import Settings
+from controller.devtools.modelserver import ModelServer, ServerConfig, main
+from controller.devtools.modelserver.audio import AudioFormat, Samples, rms_dbfs, tone
+from controller.devtools.modelserver.server import main as server_main
 from controller.errors import RealtimeConnectionError, RealtimeServerError
-from controller.modelserver import ModelServer, ServerConfig, main
-from controller.modelserver.audio import AudioFormat, Samples, rms_dbfs, tone
-from controller.modelserver.server import main as server_main
 from controller.realtime import events as ev
 from controller.realtime.session import RealtimeSession, connect_realtime
 from tests.modelpeer import validated_server
@@ -765,7 +765,7 @@ def test_help_says_it_is_not_a_model(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_command_does_not_import_openai() -> None:
     code = (
-        "import sys, controller.modelserver, controller.modelserver.command; "
+        "import sys, controller.devtools.modelserver, controller.devtools.modelserver.command; "
         "sys.exit(1 if 'openai' in sys.modules else 0)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
@@ -775,7 +775,7 @@ async def test_command_serves_until_sigint() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "controller.modelserver",
+        "controller.devtools.modelserver",
         "--port",
         "0",
         "--reply",

@@ -1,4 +1,4 @@
-"""controller.modelserver.audio and .vad: the test peer's own codecs and VAD (pure)."""
+"""controller.devtools.modelserver.audio and .vad: the test peer's own codecs and VAD (pure)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.modelserver.audio import (
+from controller.devtools.modelserver.audio import (
     AudioFormat,
     alaw_decode,
     alaw_encode,
@@ -21,7 +21,7 @@ from controller.modelserver.audio import (
     ulaw_decode,
     ulaw_encode,
 )
-from controller.modelserver.vad import EnergyVad, SpeechStarted, SpeechStopped
+from controller.devtools.modelserver.vad import EnergyVad, SpeechStarted, SpeechStopped
 
 ALL_CODES = bytes(range(256))
 

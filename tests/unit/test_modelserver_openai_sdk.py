@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from openai import AsyncOpenAI
 
-from controller.modelserver import ModelServer, ServerConfig
+from controller.devtools.modelserver import ModelServer, ServerConfig
 from tests.modelpeer.validate import validate_client_event, validate_server_event
 
 

@@ -1,4 +1,4 @@
-"""controller.modelserver.peer: the pure protocol core, without sockets."""
+"""controller.devtools.modelserver.peer: the pure protocol core, without sockets."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.modelserver.audio import tone, ulaw_encode
-from controller.modelserver.config import ScriptedCall, ServerConfig, SessionRecord
-from controller.modelserver.peer import IdFactory, PeerSession
+from controller.devtools.modelserver.audio import tone, ulaw_encode
+from controller.devtools.modelserver.config import ScriptedCall, ServerConfig, SessionRecord
+from controller.devtools.modelserver.peer import IdFactory, PeerSession
 from tests.modelpeer.validate import validate_client_event, validate_server_event
 
 CLIENT_TYPES = [

@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection, serve
 
 from controller.config import Settings
+from controller.devtools.modelserver import ModelServer, ServerConfig
 from controller.errors import RealtimeConnectionError, RealtimeServerError
-from controller.modelserver import ModelServer, ServerConfig
 from controller.realtime import events as ev
 from controller.realtime.session import RedactingLogger, connect_realtime, realtime_url
 

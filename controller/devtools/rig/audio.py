@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tests.rig.wait import wait_for
+from controller.devtools.rig.wait import wait_for
 
 Samples = npt.NDArray[np.float64]
 

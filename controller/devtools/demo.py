@@ -1,18 +1,18 @@
 """``ari-realtime demo``: one real call through the whole product, then stop.
 
-It starts the sandboxed Asterisk 22 (``asterisk/sandbox.py``, so it needs a
-checkout of the repository and root), the local model server (a test peer
-that answers with a recorded sentence; it is not a model), and the
-controller. The rig's phone then places a real PJSIP call to extension 100
-and says a sentence made with espeak-ng. The demo prints the turns with
-their timings and writes what the caller heard to ``demo-out/caller-heard.wav``.
+It starts the sandboxed Asterisk 22 (``asterisk.sandbox``, so it runs from a
+clone of the repository, as ``make demo`` does, and needs root), the local
+model server (a test peer that answers with a recorded sentence; it is not a
+model), and the controller. The rig's phone then places a real PJSIP call to
+extension 100 and says a sentence made with espeak-ng. The demo prints the
+turns with their timings and writes what the caller heard to
+``demo-out/caller-heard.wav`` in the clone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import shutil
 import subprocess
@@ -28,8 +28,6 @@ from controller.config import load_settings
 from controller.errors import ConfigError
 from controller.logs import setup_logging
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "demo-out"
 CALLER_TEXT = "Hello! Could you tell me when your shop opens tomorrow?"
 AGENT_TEXT = "Good morning! We open at nine tomorrow. Is there anything else?"
 
@@ -72,19 +70,27 @@ def _active_seconds(path: Path) -> float:
 
 
 async def _demo() -> int:
+    try:
+        # From a clone the repository root is on sys.path (``make demo`` runs
+        # ``python -m controller demo`` there); an installed copy has no asterisk/.
+        import asterisk.sandbox as sandbox_mod
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("asterisk", "asterisk.sandbox"):
+            raise
+        print(
+            "demo: the demo runs from a clone of the repository: run `make demo` there",
+            file=sys.stderr,
+        )
+        return 1
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             print(f"demo: {tool} is missing; run `make demo` (it installs it)", file=sys.stderr)
             return 1
-    if not (REPO / "asterisk" / "sandbox.py").is_file():
-        print("demo: needs a checkout of the repository (asterisk/sandbox.py)", file=sys.stderr)
-        return 1
-    sys.path.insert(0, str(REPO))
-    sandbox_mod: Any = importlib.import_module("asterisk.sandbox")
-    from controller.modelserver import ModelServer, ServerConfig
+    from controller.devtools.modelserver import ModelServer, ServerConfig
 
-    OUT.mkdir(exist_ok=True)
-    caller_wav, agent_wav = OUT / "caller-says.wav", OUT / "agent-says.wav"
+    out = sandbox_mod.CONF_DIR.parent / "demo-out"  # asterisk/ is at the clone's root
+    out.mkdir(exist_ok=True)
+    caller_wav, agent_wav = out / "caller-says.wav", out / "agent-says.wav"
     _say(CALLER_TEXT, caller_wav)
     _say(AGENT_TEXT, agent_wav, voice="en-gb")
     print(f"demo: the caller will say: {CALLER_TEXT!r} ({_wav_seconds(caller_wav):.1f} s)")
@@ -148,7 +154,7 @@ async def _demo() -> int:
                 break
         controller.request_stop()
         await asyncio.wait_for(task, 20)
-        _report(calls, server, shared / "caller-heard.wav", time.monotonic() - t0)
+        _report(calls, server, shared / "caller-heard.wav", out, time.monotonic() - t0)
         return 0 if calls and calls[0].transcript else 1
     finally:
         with contextlib.suppress(Exception):
@@ -156,7 +162,7 @@ async def _demo() -> int:
         box.stop()
 
 
-def _report(calls: list[Call], server: Any, heard: Path, wall: float) -> None:
+def _report(calls: list[Call], server: Any, heard: Path, out: Path, wall: float) -> None:
     print()
     if not calls:
         print("demo: no call reached the controller (see the log lines above)")
@@ -171,8 +177,8 @@ def _report(calls: list[Call], server: Any, heard: Path, wall: float) -> None:
                 f"  model heard a turn of {turn.audio_ms / 1000:.2f} s at {turn.rms_dbfs:.0f} dBFS"
             )
     if heard.is_file():
-        OUT.mkdir(exist_ok=True)
-        target = OUT / "caller-heard.wav"
+        out.mkdir(exist_ok=True)
+        target = out / "caller-heard.wav"
         shutil.copy(heard, target)
         print(
             f"caller-side recording: {target} ({_wav_seconds(target):.1f} s, "
@@ -185,7 +191,7 @@ def main(env_file: str | None = None) -> int:
     """Run the demo; returns the exit code."""
     del env_file  # the demo wires its own settings to the sandbox
     setup_logging("INFO")
-    logging.getLogger("controller.modelserver").setLevel(logging.WARNING)
+    logging.getLogger("controller.devtools.modelserver").setLevel(logging.WARNING)
     try:
         return asyncio.run(_demo())
     except ConfigError as exc:

@@ -58,8 +58,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from controller.modelserver.audio import AudioFormat, Samples, load_wav, resample, rms_dbfs, tone
-from controller.modelserver.config import (
+from controller.devtools.modelserver.audio import (
+    AudioFormat,
+    Samples,
+    load_wav,
+    resample,
+    rms_dbfs,
+    tone,
+)
+from controller.devtools.modelserver.config import (
     ClientEventRejected,
     ResponseRecord,
     ScriptedCall,
@@ -68,7 +75,7 @@ from controller.modelserver.config import (
     TurnRecord,
     Validator,
 )
-from controller.modelserver.vad import EnergyVad, SpeechStarted, SpeechStopped
+from controller.devtools.modelserver.vad import EnergyVad, SpeechStarted, SpeechStopped
 
 __all__ = ["IdFactory", "PeerSession", "default_session"]
 

@@ -6,7 +6,7 @@ API rejects, and records everything a client sent for tests to assert on.
 
 From a test::
 
-    from controller.modelserver import ModelServer, ServerConfig
+    from controller.devtools.modelserver import ModelServer, ServerConfig
 
     async with ModelServer(ServerConfig(reply="tone"), validator=hook) as server:
         session = await connect_realtime(server.url, "test-key", "gpt-realtime")
@@ -16,8 +16,8 @@ From a test::
 From the shell: ``ari-realtime model-server --reply echo`` (see :mod:`.command`).
 """
 
-from controller.modelserver.command import configure_parser, main, run
-from controller.modelserver.config import (
+from controller.devtools.modelserver.command import configure_parser, main, run
+from controller.devtools.modelserver.config import (
     ClientEventRejected,
     ResponseRecord,
     ScriptedCall,
@@ -26,7 +26,7 @@ from controller.modelserver.config import (
     TurnRecord,
     Validator,
 )
-from controller.modelserver.server import ModelServer
+from controller.devtools.modelserver.server import ModelServer
 
 __all__ = [
     "ClientEventRejected",

@@ -1,4 +1,4 @@
-"""A tiny async ARI client for tests (aiohttp): REST calls and an event stream.
+"""A tiny async ARI client for the rig (aiohttp): REST calls and an event stream.
 
 Deliberately independent of ``controller.ari`` so the rig can check the
 controller rather than share its bugs.

@@ -1,4 +1,4 @@
-"""The sandboxed Asterisk, as the tests use it (see asterisk/sandbox.py)."""
+"""The sandboxed Asterisk, as the tests and benchmarks use it (see asterisk/sandbox.py)."""
 
 from __future__ import annotations
 

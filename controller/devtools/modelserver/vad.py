@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.modelserver.audio import Samples
+from controller.devtools.modelserver.audio import Samples
 
 __all__ = ["EnergyVad", "SpeechStarted", "SpeechStopped", "VadEvent"]
 

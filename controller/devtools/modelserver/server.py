@@ -33,14 +33,14 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from controller.modelserver.audio import Samples
-from controller.modelserver.config import (
+from controller.devtools.modelserver.audio import Samples
+from controller.devtools.modelserver.config import (
     ScriptedCall,
     ServerConfig,
     SessionRecord,
     Validator,
 )
-from controller.modelserver.peer import IdFactory, PeerSession
+from controller.devtools.modelserver.peer import IdFactory, PeerSession
 from controller.realtime.session import RedactingLogger
 
 __all__ = ["ModelServer", "main"]
@@ -87,7 +87,7 @@ class ModelServer:
 
     async def start(self) -> int:
         """Listen on ``config.host``/``config.port``; return the bound port."""
-        ws_logger = RedactingLogger(logging.getLogger("controller.modelserver.websocket"))
+        ws_logger = RedactingLogger(logging.getLogger("controller.devtools.modelserver.websocket"))
         self._server = await serve(
             self._connection,
             self.config.host,
@@ -362,7 +362,8 @@ def _has_auth(headers: Headers) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``ari-realtime model-server [options]`` (the same as :func:`controller.modelserver.main`)."""
-    from controller.modelserver.command import main as command_main  # avoids an import cycle
+    """``ari-realtime model-server [options]`` (the same as :func:`.modelserver.main`)."""
+    # Imported here: command imports this module.
+    from controller.devtools.modelserver.command import main as command_main
 
     return command_main(argv)

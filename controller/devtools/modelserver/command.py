@@ -20,9 +20,9 @@ import signal
 import sys
 from pathlib import Path
 
-from controller.modelserver.audio import load_wav
-from controller.modelserver.config import ServerConfig
-from controller.modelserver.server import ModelServer
+from controller.devtools.modelserver.audio import load_wav
+from controller.devtools.modelserver.config import ServerConfig
+from controller.devtools.modelserver.server import ModelServer
 
 __all__ = ["build_parser", "configure_parser", "config_from_args", "main", "run"]
 
@@ -104,7 +104,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The stand-alone parser (``python -m controller.modelserver``)."""
+    """The stand-alone parser (``python -m controller.devtools.modelserver``)."""
     parser = argparse.ArgumentParser(prog="ari-realtime model-server", description=_DESCRIPTION)
     return configure_parser(parser)
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from asterisk.sandbox import Sandbox
-from tests.rig.ari import AriClient, Event
-from tests.rig.wait import wait_for
+from controller.devtools.rig.ari import AriClient, Event
+from controller.devtools.rig.wait import wait_for
 
 #: Rig endpoints (pjsip.conf / pjsip_rig.conf).
 PHONE_ENDPOINT = "phone"

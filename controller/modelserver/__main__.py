@@ -1,5 +1,0 @@
-"""``python -m controller.modelserver`` runs the local Realtime test peer."""
-
-from controller.modelserver.command import main
-
-raise SystemExit(main())
