@@ -74,7 +74,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controller.app import Controller  # noqa: E402
-from controller.call.call import Call, CallContext  # noqa: E402
+from controller.call.call import Call  # noqa: E402
+from controller.call.services import CallContext, CallServices  # noqa: E402
 from controller.config import load_settings  # noqa: E402
 from controller.devtools.rig.ari import AriClient  # noqa: E402
 from controller.devtools.rig.audio import write_wav  # noqa: E402
@@ -338,8 +339,8 @@ class Bench:
         )
         calls: list[Call] = []
 
-        def factory(context: CallContext) -> Call:
-            call = Call(context)
+        def factory(context: CallContext, services: CallServices) -> Call:
+            call = Call(context, services)
             calls.append(call)
             return call
 
@@ -443,7 +444,7 @@ def rtp_counts(calls: list[Call]) -> tuple[int, int]:
     """RTP packets received from / sent to Asterisk, summed over ``calls``."""
     rx = tx = 0
     for call in calls:
-        media = call._media  # private, read only: the benchmark's sanity check
+        media = call.media
         if media is not None:
             summary = media.summary()
             rx += summary.rx_received

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.app import Controller
-from controller.call.call import Call, CallContext
+from controller.call.call import Call
+from controller.call.services import CallContext, CallServices
 from controller.config import load_settings
 from controller.errors import ConfigError
 from controller.logs import setup_logging
@@ -125,8 +126,8 @@ async def _demo() -> int:
             MEDIA_PORTS="41900-41999",
         )
 
-        def factory(context: CallContext) -> Call:
-            call = Call(context)
+        def factory(context: CallContext, services: CallServices) -> Call:
+            call = Call(context, services)
             calls.append(call)
             return call
 

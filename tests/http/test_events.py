@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+from controller.devtools.rig.wait import wait_for
 from controller.http import LiveHub
 from controller.records import CallRecord, TranscriptEntry
 from tests.http.conftest import Stack, make_record, sse_events
-from tests.rig.wait import wait_for
 
 EVENTS: list[tuple[Any, dict[str, Any]]] = [
     ("state", {"state": "talking"}),

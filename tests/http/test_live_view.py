@@ -12,10 +12,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from controller.devtools.rig.wait import wait_for
 from controller.records import MediaCounters, ToolCallEntry, TranscriptEntry, TurnEntry
 from tests.http.conftest import TOKEN, Stack, make_record
 from tests.http.webdriver import Browser
-from tests.rig.wait import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 

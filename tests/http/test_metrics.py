@@ -7,10 +7,10 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.devtools.rig.wait import wait_for
 from controller.http import Metrics
 from controller.records import MediaCounters, ToolCallEntry, TurnEntry
 from tests.http.conftest import Stack, make_record
-from tests.rig.wait import wait_for
 
 
 async def _scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

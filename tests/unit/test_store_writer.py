@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from controller.devtools.rig.wait import wait_for
 from controller.records import CallObserver, TranscriptEntry
 from controller.store import (
     CallStore,
@@ -25,7 +26,6 @@ from controller.store import (
 )
 from tests.callrecords import at, ended_record, live_record, raw_rows
 from tests.pg import PostgresServer
-from tests.rig.wait import wait_for
 
 
 @pytest.fixture
