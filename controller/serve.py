@@ -126,7 +126,6 @@ class Operations:
         )
         if self.server is not None:
             await self.server.start()
-            log.info("HTTP server listening %s", kv(url=self.server.url))
 
     async def close(self) -> None:
         """Stop serving HTTP, deliver what is queued, close the store."""

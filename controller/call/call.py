@@ -34,7 +34,6 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -51,11 +50,11 @@ from controller.ari.events import (
 from controller.audio.resample import converters_for
 from controller.call.bargein import is_loud
 from controller.call.bridge import MediaLeg
+from controller.call.configure import conversation_config, session_update
 from controller.call.conversation import (
     SILENT,
     Action,
     Conversation,
-    ConversationConfig,
     EndCall,
     EndItem,
     Heard,
@@ -79,7 +78,8 @@ from controller.call.record import (
 )
 from controller.call.services import CallContext, CallServices
 from controller.call.state import CallLifecycle, CallState, Outcome
-from controller.call.tools import build_instructions, declarations, tool_result
+from controller.call.tool_runner import ToolRunner
+from controller.call.tools import tool_result
 from controller.errors import (
     AriError,
     AriNotFound,
@@ -90,9 +90,9 @@ from controller.errors import (
 )
 from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
-from controller.realtime.events import ClientEvent, build_session_update
+from controller.realtime.events import ClientEvent
 from controller.realtime.session import RealtimeSession, connect_realtime
-from controller.records import CallRecord, DtmfEntry, LiveEventKind, MediaCounters, UsageTotals
+from controller.records import CallRecord, DtmfEntry, LiveEventKind
 
 log = logging.getLogger("controller.call")
 
@@ -134,10 +134,7 @@ class Call:
         self._conversation: Conversation | None = None
         self._ended = asyncio.Event()
         self._caller_gone = False
-        self._handed_off = False
-        #: The transfer target while the transfer request is under way: the
-        #: caller's StasisEnd may arrive before ARI answers the request.
-        self._transferring_to: str | None = None
+        self._tools: ToolRunner | None = None
         self._leg = MediaLeg(
             services.ari,
             app=settings.ari_app,
@@ -240,8 +237,9 @@ class Call:
     def on_caller_gone(self, reason: str) -> None:
         """The caller's channel is gone or left the app."""
         self._caller_gone = True
-        if self._transferring_to is not None:
-            self.request_end(Outcome.TRANSFERRED, f"transferred to {self._transferring_to}")
+        transferring = self._tools.transferring_to if self._tools else None
+        if transferring is not None:
+            self.request_end(Outcome.TRANSFERRED, f"transferred to {transferring}")
         else:
             self.request_end(Outcome.CALLER_HUNG_UP, reason)
 
@@ -288,19 +286,15 @@ class Call:
         if warning:
             self._log.warning("agent %s", kv(warning=warning))
         conversation = self._conversation = Conversation(
-            ConversationConfig(
-                greeting=agent.greeting,
-                dtmf_to_model=agent.dtmf_to_model,
-                tools=frozenset(agent.tools),
-                transfer_targets=frozenset(agent.transfer_targets),
-                http_tools=frozenset(agent.http_tools),
-                barge_in_min_ms=settings.barge_in_min_ms,
-                protect_greeting=settings.protect_greeting,
-                hangup_grace_seconds=settings.hangup_grace_seconds,
-                max_call_seconds=settings.max_call_seconds,
-                silence_timeout_seconds=settings.silence_timeout_seconds,
-            ),
-            now=self.started,
+            conversation_config(agent, settings), now=self.started, log=self._log
+        )
+        self._tools = ToolRunner(
+            ari,
+            services.http_tools,
+            agent,
+            channel_id=self.caller_channel_id,
+            call_id=self.call_id,
+            caller_number=self.caller.caller.number,
             log=self._log,
         )
         for digit, at in self._early_keys:
@@ -369,23 +363,10 @@ class Call:
             timeout=settings.realtime_connect_timeout,
         )
         self._session = session
-        vad = agent.vad
-        call_settings = settings.model_copy(
-            update={
-                "vad_type": vad.type,
-                "vad_threshold": vad.threshold,
-                "vad_silence_ms": vad.silence_ms,
-                "vad_prefix_ms": vad.prefix_ms,
-                "vad_eagerness": vad.eagerness,
-            }
-        )
         assert self._conversation is not None
-        update = build_session_update(
-            call_settings,
-            tools=declarations(agent),
-            instructions=build_instructions(agent, dt.date.today()),
-            voice=agent.voice,
-            interrupt_response=self._conversation.server_interrupts,
+        interrupts = self._conversation.server_interrupts
+        update = session_update(
+            agent, settings, interrupt_response=interrupts, today=dt.date.today()
         )
         await session.start(update)
         self._session_ready.set()
@@ -504,68 +485,21 @@ class Call:
     # --- tools --------------------------------------------------------------------------
 
     async def _run_tool(self, run: RunTool) -> None:
+        assert self._tools is not None and self._conversation is not None
         ok = True
         try:
-            if run.name == "send_dtmf":
-                result = await self._send_dtmf(run.arguments["digits"])
-            elif run.name == "transfer":
-                result = await self._transfer(run.arguments["target"])
-            else:
-                result = await self._http_tool(run.name, run.arguments)
+            result = await self._tools.run(run.name, run.arguments)
         except ToolError as exc:
             ok, result = False, tool_result(False, error=str(exc))
             self._log.info("tool refused %s", kv(tool=run.name, error=exc))
-        assert self._conversation is not None
+        if self._tools.handed_off:
+            self.request_end(Outcome.TRANSFERRED, f"transferred to {run.arguments['target']}")
         self._execute(self._conversation.tool_finished(run.call_id, result, self._now(), ok=ok))
-
-    async def _send_dtmf(self, digits: str) -> str:
-        try:
-            await self.services.ari.send_dtmf(self.caller_channel_id, digits)
-        except AriError as exc:
-            raise ToolError(f"the phone system did not accept the keys: {exc.args[0]}") from exc
-        self._log.info("dtmf sent %s", kv(digits=digits))
-        return tool_result(True, pressed=digits)
-
-    async def _transfer(self, name: str) -> str:
-        assert self.agent is not None
-        target = self.agent.transfer_targets[name]
-        ari = self.services.ari
-        self._transferring_to = name
-        try:
-            if target.endpoint is not None:
-                await ari.redirect(self.caller_channel_id, target.endpoint)
-            else:
-                await ari.continue_in_dialplan(
-                    self.caller_channel_id,
-                    context=target.context,
-                    extension=target.extension,
-                    priority=target.priority if target.label is None else None,
-                    label=target.label,
-                )
-        except AriError as exc:
-            self._transferring_to = None
-            raise ToolError(f"the transfer to {name} failed: {exc.args[0]}") from exc
-        self._handed_off = True
-        self._log.info("transferred %s", kv(target=name))
-        self.request_end(Outcome.TRANSFERRED, f"transferred to {name}")
-        return tool_result(True, target=name)
-
-    async def _http_tool(self, name: str, arguments: dict[str, Any]) -> str:
-        assert self.agent is not None
-        body = {
-            "call_id": self.call_id,
-            "caller_number": self.caller.caller.number,
-            "arguments": arguments,
-        }
-        text = await self.services.http_tools.call(name, self.agent.http_tools[name], body)
-        return text or tool_result(True)
 
     # --- the record ---------------------------------------------------------------------------
 
     def record(self, *, final: bool = False) -> CallRecord:
         """The call's record so far (``final``: after teardown)."""
-        agent, ending = self.agent, self.lifecycle.ending
-        model = self.settings.realtime_model
         fields = self._template_fields()
         facts = CallFacts(
             call_id=self.call_id,
@@ -575,22 +509,20 @@ class Call:
             caller_number=fields["caller_number"],
             caller_name=fields["caller_name"],
             dialled_number=fields["dialed_number"],
-            profile=agent.profile if agent else "",
-            model=model,
+            profile=self.agent.profile if self.agent else "",
+            model=self.settings.realtime_model,
             caller_channel_id=self.caller_channel_id,
             bridge_id=self.bridge_id,
             external_channel_id=self.external_channel_id,
         )
-        conversation = self._conversation
-        cost = self.services.cost(model, conversation_usage(conversation)) if conversation else 0.0
         return build_record(
             facts,
-            conversation,
+            self._conversation,
             answered_at=self.answered_at,
             ended_at=dt.datetime.now(dt.UTC) if final else None,
-            ending=ending if final else None,
-            media=media_counters(self.media) if self.media is not None else None,
-            cost_usd=cost,
+            ending=self.lifecycle.ending if final else None,
+            media=self.media.summary() if self.media is not None else None,
+            cost=self.services.cost,
         )
 
     # --- teardown --------------------------------------------------------------------------
@@ -611,7 +543,8 @@ class Call:
         await self._leg.release()
         ending = self.lifecycle.ending
         assert ending is not None
-        if not self._caller_gone and not self._handed_off:
+        handed_off = self._tools is not None and self._tools.handed_off
+        if not self._caller_gone and not handed_off:
             try:
                 if ending.outcome.to_dialplan:
                     result = ending.reason.replace(" ", "_").replace(":", "")
@@ -635,25 +568,6 @@ class Call:
         fields["cost_usd"] = record.cost_usd
         self._log.info("StasisEnd %s", kv(**fields))
         services.observers.call_ended(record)
-
-
-def conversation_usage(conversation: Conversation) -> UsageTotals:
-    """The conversation's usage totals as the record keeps them."""
-    return UsageTotals(**vars(conversation.usage))
-
-
-def media_counters(media: CallMedia) -> MediaCounters:
-    """The media summary as the record keeps it."""
-    summary = media.summary()
-    return MediaCounters(
-        rtp_received=summary.rx_received,
-        rtp_lost=summary.rx_lost,
-        rtp_late=summary.rx_late,
-        rtp_foreign=summary.rx_foreign,
-        filled_frames=summary.gap_frames,
-        played_frames=summary.played_frames,
-        playout_underruns=summary.underruns,
-    )
 
 
 def _address(address: tuple[str, int] | None) -> str:

@@ -8,10 +8,12 @@ milliseconds from the start for everything inside the call.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.call.conversation import Conversation, Keys, ToolCall, TranscriptLine, Turn
 from controller.call.state import Ending
+from controller.media.call_media import MediaSummary
 from controller.records import (
     CallRecord,
     Direction,
@@ -92,6 +94,19 @@ def dtmf_entry(keys: Keys) -> DtmfEntry:
     )
 
 
+def media_counters(summary: MediaSummary) -> MediaCounters:
+    """The media summary as the record keeps it."""
+    return MediaCounters(
+        rtp_received=summary.rx_received,
+        rtp_lost=summary.rx_lost,
+        rtp_late=summary.rx_late,
+        rtp_foreign=summary.rx_foreign,
+        filled_frames=summary.gap_frames,
+        played_frames=summary.played_frames,
+        playout_underruns=summary.underruns,
+    )
+
+
 def build_record(
     facts: CallFacts,
     conversation: Conversation | None,
@@ -99,10 +114,13 @@ def build_record(
     answered_at: dt.datetime | None = None,
     ended_at: dt.datetime | None = None,
     ending: Ending | None = None,
-    media: MediaCounters | None = None,
-    cost_usd: float = 0.0,
+    media: MediaSummary | None = None,
+    cost: Callable[[str, UsageTotals], float] | None = None,
 ) -> CallRecord:
-    """The record of a call so far (``ended_at``/``ending`` set: the final one)."""
+    """The record of a call so far (``ended_at``/``ending`` set: the final one).
+
+    ``cost`` prices the conversation's usage for ``facts.model``.
+    """
     record = CallRecord(
         id=facts.call_id,
         direction=facts.direction,
@@ -121,8 +139,7 @@ def build_record(
         ended_at=ended_at,
         outcome=ending.outcome.value if ending else None,
         end_reason=ending.reason if ending else "",
-        media=media or MediaCounters(),
-        cost_usd=round(cost_usd, 6),
+        media=media_counters(media) if media is not None else MediaCounters(),
     )
     if conversation is None:
         return record
@@ -138,5 +155,7 @@ def build_record(
         output_audio_tokens=usage.output_audio_tokens,
         output_text_tokens=usage.output_text_tokens,
     )
+    if cost is not None:
+        record.cost_usd = round(cost(facts.model, record.usage), 6)
     record.media.truncations = conversation.truncations
     return record

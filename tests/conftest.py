@@ -1,4 +1,4 @@
-"""Unit-test fixtures: the call-record stores, SQLite and a real PostgreSQL.
+"""Fixtures for every test: the call-record stores, SQLite and a real PostgreSQL.
 
 ``postgres`` starts one throwaway server per session (tests/pg.py), only
 when a test asks for it; ``pg_url`` is a new empty database on it for one

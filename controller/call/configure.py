@@ -1,0 +1,63 @@
+"""How an agent and the settings become a call's conversation and model session (pure).
+
+:func:`conversation_config` is what the conversation core may do;
+:func:`session_update` is the ``session.update`` the model session starts
+with (the agent's voice, turn detection, tools and instructions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from controller.agents import Agent
+from controller.call.conversation import ConversationConfig
+from controller.call.tools import build_instructions, declarations
+from controller.config import Settings
+from controller.realtime.events import SessionUpdate, build_session_update
+
+
+def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
+    """What a call served by ``agent`` may do."""
+    return ConversationConfig(
+        greeting=agent.greeting,
+        dtmf_to_model=agent.dtmf_to_model,
+        tools=frozenset(agent.tools),
+        transfer_targets=frozenset(agent.transfer_targets),
+        http_tools=frozenset(agent.http_tools),
+        barge_in_min_ms=settings.barge_in_min_ms,
+        protect_greeting=settings.protect_greeting,
+        hangup_grace_seconds=settings.hangup_grace_seconds,
+        max_call_seconds=settings.max_call_seconds,
+        silence_timeout_seconds=settings.silence_timeout_seconds,
+    )
+
+
+def session_update(
+    agent: Agent, settings: Settings, *, interrupt_response: bool, today: dt.date
+) -> SessionUpdate:
+    """The ``session.update`` of a call served by ``agent``.
+
+    Args:
+        agent: the call's agent (its turn detection overrides the settings').
+        settings: the controller's settings.
+        interrupt_response: let the server interrupt responses itself (see
+            :attr:`~controller.call.conversation.Conversation.server_interrupts`).
+        today: the date the instructions mention.
+    """
+    vad = agent.vad
+    call_settings = settings.model_copy(
+        update={
+            "vad_type": vad.type,
+            "vad_threshold": vad.threshold,
+            "vad_silence_ms": vad.silence_ms,
+            "vad_prefix_ms": vad.prefix_ms,
+            "vad_eagerness": vad.eagerness,
+        }
+    )
+    return build_session_update(
+        call_settings,
+        tools=declarations(agent),
+        instructions=build_instructions(agent, today),
+        voice=agent.voice,
+        interrupt_response=interrupt_response,
+    )
