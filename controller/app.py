@@ -30,6 +30,7 @@ from collections.abc import Callable
 from controller.agents import AgentsFile, load_agents_file
 from controller.ari.events import (
     AriEvent,
+    Channel,
     ChannelDestroyed,
     ChannelHangupRequest,
     StasisEnd,
@@ -38,7 +39,7 @@ from controller.ari.events import (
 )
 from controller.ari.rest import AriClient
 from controller.ari.stream import AriEventStream
-from controller.call.call import Call
+from controller.call.call import RESULT_VARIABLE, Call
 from controller.call.http_tools import HttpToolClient
 from controller.call.services import (
     CallContext,
@@ -308,15 +309,36 @@ class Controller:
                 call.on_caller_gone("caller channel vanished while ARI was disconnected")
         owned = set(self._by_channel)
         for channel in channels:
-            if channel.id.startswith(self.id_prefix) and channel.id not in owned:
+            if channel.id in owned:
+                continue
+            if channel.id.startswith(self.id_prefix):
                 log.info("reconcile: deleting orphaned channel %s", kv(channel=channel.id))
                 await self._delete_channel(channel.id)
+            elif self._in_our_app(channel):
+                # A caller whose call nobody serves: a crashed controller's, or
+                # its StasisStart was lost. Silence forever is the worst answer;
+                # the dialplan decides (its handed_back branch).
+                log.warning(
+                    "reconcile: handing back a caller nobody serves %s", kv(channel=channel.id)
+                )
+                with contextlib.suppress(AriError):
+                    await self._ari.set_variable(
+                        channel.id, RESULT_VARIABLE, "controller_restarted"
+                    )
+                    await self._ari.continue_in_dialplan(channel.id)
         active_bridges = {c.bridge_id for c in self.calls.values()}
         for bridge in bridges:
             if bridge.id.startswith(self.id_prefix) and bridge.id not in active_bridges:
                 log.info("reconcile: destroying orphaned bridge %s", kv(bridge=bridge.id))
                 with contextlib.suppress(AriNotFound):
                     await self._ari.destroy_bridge(bridge.id)
+
+    def _in_our_app(self, channel: Channel) -> bool:
+        """True when ``channel`` sits in ``Stasis()`` of this app (per its dialplan location)."""
+        where = channel.dialplan
+        if where is None or where.app_name != "Stasis":
+            return False
+        return where.app_data.split(",", 1)[0].strip() == self.settings.ari_app
 
     async def _end_all_calls(self) -> None:
         calls = list(self.calls.values())

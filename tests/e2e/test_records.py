@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from controller.app import Controller
@@ -70,15 +69,14 @@ async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await runner.cleanup()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_a_call_leaves_a_complete_record_in_the_store_api_metrics_and_webhook(
-    backend: str,
-    request: pytest.FixtureRequest,
+    store_url: str,
     asterisk: Sandbox,
     ari: AriClient,
     model_server: ModelServer,
 ) -> None:
-    database_url: str = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    """Once with SQLite, once with PostgreSQL (``store_url``)."""
+    database_url = store_url
     model_server.config.input_transcript = "Can I hear a tone?"
     model_server.config.transcript = "A tone."
     say = make_tone(asterisk.shared_dir / "records-say.wav", 500.0, 1.5)
@@ -196,7 +194,7 @@ async def test_a_controller_killed_mid_call_leaves_a_record_the_next_start_close
     first = start()
     try:
         await wait_for(lambda: ari_registered(ari, asterisk.ari_app), 20, what="the app")
-        await call_pbx(ari, "100", Script(wait=30), rig_id="crash")
+        phone = await call_pbx(ari, "100", Script(wait=30), rig_id="crash")
         store = await open_store(database_url)
         try:
             (live,) = await wait_for(lambda: store.list(), 15, what="the live record")
@@ -205,6 +203,8 @@ async def test_a_controller_killed_mid_call_leaves_a_record_the_next_start_close
         assert live.status == "live" and live.outcome is None
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        assert first.stderr is not None
+        first.stderr.close()
         second = start()
         try:
             store = await open_store(database_url)
@@ -222,9 +222,12 @@ async def test_a_controller_killed_mid_call_leaves_a_record_the_next_start_close
     finally:
         if first.poll() is None:
             first.kill()
-            first.wait()
+            first.communicate()
     assert closed.status == "ended" and closed.ended_at is not None
+    # The caller it left in Stasis was handed back to the dialplan, and its
+    # bridge and externalMedia channel deleted: nothing is left behind.
     await wait_nothing_left(ari)
+    assert phone["id"] not in {c["id"] for c in await ari.channels()}
 
 
 async def _crashed(store: Any, call_id: str) -> Any:
