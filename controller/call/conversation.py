@@ -304,6 +304,8 @@ class ConversationConfig:
     hangup_grace_seconds: float = 5.0
     max_call_seconds: float = 0.0  # 0: no limit
     silence_timeout_seconds: float = 0.0  # 0: no limit
+    #: Bytes of the model's output audio per millisecond (8: pcmu, 48: pcm 24 kHz).
+    audio_bytes_per_ms: int = 8
 
 
 @dataclass
@@ -379,6 +381,9 @@ class Conversation:
         self._caller_stopped: float | None = None
         self._speech_started: float | None = None
         self._caller_speech: dict[str, float] = {}  # caller item -> speech_started
+        self._item_start: dict[str, float] = {}  # agent item -> first audio, then first frame
+        self._item_bytes: dict[str, int] = {}  # agent item -> audio bytes received
+        self._item_heard_ms: dict[str, int] = {}  # agent item -> ms heard, when cut short
 
     # --- what the shell asks ------------------------------------------------------------
 
@@ -445,6 +450,9 @@ class Conversation:
             if event.response_id == responses.greeting:
                 responses.greeting_items.add(event.item_id)
             self._last_activity = now
+            item = event.item_id
+            self._item_bytes[item] = self._item_bytes.get(item, 0) + len(audio)
+            self._item_start.setdefault(item, now)
             turn = self._turn_by_response.get(event.response_id)
             if turn is not None and event.item_id not in self._turn_by_item:
                 self._turn_by_item[event.item_id] = turn
@@ -495,13 +503,7 @@ class Conversation:
                 "caller", text, now, self._caller_speech.pop(event.item_id, None)
             )
         if isinstance(event, ResponseOutputAudioTranscriptDone):
-            turn = self._turn_by_item.get(event.item_id)
-            start = (
-                None
-                if turn is None or turn.first_audio is None
-                else self.started + turn.first_audio
-            )
-            return self._utterance("agent", event.transcript, now, start)
+            return self._agent_utterance(event.item_id, event.transcript, now)
         if isinstance(event, ErrorEvent):
             return self._model_error(event)
         return []
@@ -519,6 +521,7 @@ class Conversation:
 
     def playback_started(self, item_id: str, now: float) -> None:
         """The first frame of an item's audio left for Asterisk."""
+        self._item_start[item_id] = now
         turn = self._turn_by_item.get(item_id)
         if turn is not None and turn.first_frame is None:
             turn.first_frame = now - self.started
@@ -537,6 +540,7 @@ class Conversation:
             if truncation is None:
                 continue
             self.truncations += 1
+            self._item_heard_ms[truncation.item_id] = truncation.audio_end_ms
             self._log.info(
                 "barge-in %s", kv(item=truncation.item_id, heard_ms=truncation.audio_end_ms)
             )
@@ -663,14 +667,29 @@ class Conversation:
         self._wants_response = True
         return self._flush_outputs()
 
+    def _agent_utterance(self, item_id: str, text: str, now: float) -> list[Action]:
+        # The caller hears it from its first frame, for as long as its audio
+        # (or as much as they heard before talking over it).
+        start = self._item_start.get(item_id)
+        audio_ms = self._item_bytes.get(item_id, 0) / self.config.audio_bytes_per_ms
+        heard_ms = self._item_heard_ms.get(item_id, audio_ms)
+        end = None if start is None else start + min(audio_ms, heard_ms) / 1000
+        return self._utterance("agent", text, now, start, end)
+
     def _utterance(
-        self, role: str, text: str, now: float, start: float | None = None
+        self,
+        role: str,
+        text: str,
+        now: float,
+        start: float | None = None,
+        end: float | None = None,
     ) -> list[Action]:
         text = text.strip()
         if not text:
             return []
         at = round((now if start is None else start) - self.started, 3)
-        line = TranscriptLine(at, role, text, end=round(now - self.started, 3))
+        until = round((now if end is None else end) - self.started, 3)
+        line = TranscriptLine(at, role, text, end=until)
         self.transcript.append(line)
         return [line]
 

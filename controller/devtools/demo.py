@@ -28,6 +28,9 @@ from controller.call.services import CallContext, CallServices
 from controller.config import load_settings
 from controller.errors import ConfigError
 from controller.logs import setup_logging
+from controller.records import CallRecord, LiveEventKind
+from controller.serve import Operations
+from controller.timeline import timeline_svg
 
 CALLER_TEXT = "Hello! Could you tell me when your shop opens tomorrow?"
 AGENT_TEXT = "Good morning! We open at nine tomorrow. Is there anything else?"
@@ -97,7 +100,12 @@ async def _demo() -> int:
     print(f"demo: the caller will say: {CALLER_TEXT!r} ({_wav_seconds(caller_wav):.1f} s)")
 
     box = sandbox_mod.Sandbox(Path("/var/tmp/ari-realtime/demo"), die_with_parent=True)
-    print("demo: starting the sandboxed Asterisk (first run builds it: about a minute)")
+    if sandbox_mod.rootfs_ready():
+        print("demo: starting the sandboxed Asterisk")
+    else:
+        print(
+            "demo: building the sandboxed Asterisk's root file system (first run: about a minute)"
+        )
     try:
         box.start()
     except sandbox_mod.SandboxError as exc:
@@ -111,7 +119,12 @@ async def _demo() -> int:
             input_transcript=CALLER_TEXT,
         )
     )
+    print(
+        "demo: the model is the local test peer (it plays a recorded sentence and "
+        "speaks the GA protocol); it is not a real model"
+    )
     calls: list[Call] = []
+    ended: list[CallRecord] = []
     try:
         await server.start()
         shared = Path(box.shared_dir)
@@ -124,6 +137,8 @@ async def _demo() -> int:
             REALTIME_URL=server.url,
             OPENAI_API_KEY="sk-demo-local-model-server",
             MEDIA_PORTS="41900-41999",
+            DATABASE_URL=f"sqlite://{out.resolve()}/calls.db",
+            HTTP_LISTEN="",
         )
 
         def factory(context: CallContext, services: CallServices) -> Call:
@@ -131,7 +146,16 @@ async def _demo() -> int:
             calls.append(call)
             return call
 
-        controller = Controller(settings, call_factory=factory)
+        ops = await Operations.open(settings)
+        ops.observers.add(_Collect(ended))
+        controller = Controller(
+            settings,
+            call_factory=factory,
+            observers=ops.observers,
+            cost=ops.pricing,
+            model_errors=ops.metrics.model_error,
+        )
+        await ops.start(controller)
         task = asyncio.create_task(controller.run())
         await asyncio.wait_for(controller.ready.wait(), 10)
         print(f"demo: controller registered Stasis app {settings.ari_app!r}; calling 100 over SIP")
@@ -155,7 +179,8 @@ async def _demo() -> int:
                 break
         controller.request_stop()
         await asyncio.wait_for(task, 20)
-        _report(calls, server, shared / "caller-heard.wav", out, time.monotonic() - t0)
+        await ops.close()
+        _report(calls, ended, server, shared / "caller-heard.wav", out, time.monotonic() - t0)
         return 0 if calls and calls[0].transcript else 1
     finally:
         with contextlib.suppress(Exception):
@@ -163,7 +188,26 @@ async def _demo() -> int:
         box.stop()
 
 
-def _report(calls: list[Call], server: Any, heard: Path, out: Path, wall: float) -> None:
+class _Collect:
+    """Keeps each call's final record (a call observer)."""
+
+    def __init__(self, ended: list[CallRecord]) -> None:
+        self.ended = ended
+
+    def call_started(self, record: CallRecord) -> None:
+        """Nothing to do."""
+
+    def call_event(self, call_id: str, kind: LiveEventKind, data: dict[str, Any]) -> None:
+        """Nothing to do."""
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Keep it."""
+        self.ended.append(record)
+
+
+def _report(
+    calls: list[Call], ended: list[CallRecord], server: Any, heard: Path, out: Path, wall: float
+) -> None:
     print()
     if not calls:
         print("demo: no call reached the controller (see the log lines above)")
@@ -177,6 +221,28 @@ def _report(calls: list[Call], server: Any, heard: Path, out: Path, wall: float)
             print(
                 f"  model heard a turn of {turn.audio_ms / 1000:.2f} s at {turn.rms_dbfs:.0f} dBFS"
             )
+    for record in ended:
+        for turn in record.turns:
+            if turn.caller_stopped_ms is None:
+                continue
+            stopped = turn.caller_stopped_ms / 1000
+            print(
+                f"  turn {turn.index}: from the model's speech_stopped at {stopped:.2f} s: "
+                f"response {turn.response_latency_ms} ms, first audio "
+                f"{turn.first_audio_latency_ms} ms, first frame to the caller "
+                f"{turn.first_frame_latency_ms} ms"
+            )
+        usage = record.usage
+        print(
+            f"  cost: ${record.cost_usd:.4f} at {record.model}'s list prices for "
+            f"{usage.input_audio_tokens} audio tokens in, {usage.output_audio_tokens} out "
+            "(the test peer reports usage like the real API)"
+        )
+        picture = out / "timeline.svg"
+        picture.write_text(timeline_svg(record), encoding="utf-8")
+        print(f"timeline: {picture}")
+        database = f"sqlite://{(out / 'calls.db').resolve()}"
+        print(f"record: DATABASE_URL={database} .venv/bin/ari-realtime calls show {record.id}")
     if heard.is_file():
         out.mkdir(exist_ok=True)
         target = out / "caller-heard.wav"

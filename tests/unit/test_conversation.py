@@ -10,6 +10,7 @@ loop, no fakes, no private attribute.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from pathlib import Path
@@ -597,3 +598,41 @@ def test_keys_both_ways_and_tool_calls_are_reported() -> None:
     # A refused call is reported at once.
     refused = [a for _, a in feed(conv, stream("tool_transfer_denied.jsonl"), reports=True)]
     assert any(isinstance(a, ToolCallEnded) and a.call.refused for a in refused)
+
+
+def test_an_agent_line_spans_what_the_caller_heard() -> None:
+    conv = ready(ConversationConfig(), now=0.0)
+    response_created(conv, "resp_1", 1.0)
+    delta = event(
+        "response.output_audio.delta",
+        response_id="resp_1",
+        item_id="item_a",
+        output_index=0,
+        content_index=0,
+        delta=base64.b64encode(bytes(8000)).decode(),  # 1 s of pcmu
+    )
+    conv.model_event(delta, 1.1, SILENT)
+    conv.playback_started("item_a", 1.2)
+    done = event(
+        "response.output_audio_transcript.done",
+        response_id="resp_1",
+        item_id="item_a",
+        output_index=0,
+        content_index=0,
+        transcript="One second.",
+    )
+    (line,) = [a for a in conv.model_event(done, 1.3, SILENT) if isinstance(a, TranscriptLine)]
+    assert (line.at, line.end) == (1.2, 2.2)
+    # Cut short after 400 ms: the line ends where the caller stopped hearing it.
+    conv.interrupted([Heard("item_b", 400, 1000)])
+    conv.playback_started("item_b", 3.0)
+    done_b = event(
+        "response.output_audio_transcript.done",
+        response_id="resp_1",
+        item_id="item_b",
+        output_index=0,
+        content_index=0,
+        transcript="Cut.",
+    )
+    conv.model_event(done_b.model_copy(), 3.1, SILENT)
+    assert conv.transcript[-1].end == pytest.approx(3.0)  # no audio of item_b was received
