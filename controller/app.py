@@ -45,14 +45,16 @@ from controller.call.services import (
     CallContext,
     CallServices,
     ChannelOwner,
+    OutboundCall,
     no_cost,
     no_count,
 )
 from controller.call.state import Outcome
 from controller.config import Settings
-from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound
+from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound, OutboundBusy
 from controller.logs import kv
 from controller.media.clock import MediaClock
+from controller.outbound import OutboundPolicy, OutboundRequest
 from controller.records import CallObserver, Observers, UsageTotals
 
 log = logging.getLogger("controller.app")
@@ -104,6 +106,12 @@ class Controller:
         self.agents: AgentsFile | None = agents
         if agents is None and settings.agents_file:
             self.agents = load_agents_file(settings.agents_file)
+        #: What may be dialled (``OUTBOUND_ALLOW`` and friends).
+        self.outbound = OutboundPolicy(
+            settings.outbound_patterns,
+            settings.outbound_trunk,
+            settings.outbound_max_concurrent,
+        )
         #: What every call is given (the controller is never a call's service locator).
         self.services = CallServices(
             settings=settings,
@@ -138,6 +146,37 @@ class Controller:
             return False
         call.request_end(Outcome.OPERATOR_HUNG_UP, "an operator ended the call")
         return True
+
+    def originate(self, request: OutboundRequest) -> str:
+        """Place an outbound call for ``request``; return its call id at once.
+
+        The phone rings while this returns; the call then runs like any other
+        (its record says ``direction: outbound``).
+
+        Raises:
+            OutboundRefused: ``OUTBOUND_ALLOW`` does not allow the destination.
+            OutboundInvalid: e.g. ``number`` without ``OUTBOUND_TRUNK``.
+            OutboundBusy: ``OUTBOUND_MAX_CONCURRENT`` calls are live, or the
+                controller is not connected to Asterisk right now.
+        """
+        dial = self.outbound.dial_string(request)
+        live = sum(1 for call in self.calls.values() if call.outbound is not None)
+        if live >= self.outbound.max_concurrent:
+            raise OutboundBusy(
+                f"{live} outbound calls are live (OUTBOUND_MAX_CONCURRENT="
+                f"{self.outbound.max_concurrent}); try again when one has ended"
+            )
+        if not self._ready.is_set():
+            raise OutboundBusy("not connected to Asterisk right now; try again shortly")
+        call_id = self.new_call_id()
+        channel = Channel(id=f"{self.id_prefix}out-{call_id}", name=dial)
+        context = CallContext(call_id, channel, outbound=OutboundCall(request, dial))
+        call = self._call_factory(context, self.services)
+        self.calls[call_id] = call
+        self.claim_channel(channel.id, call)
+        log.info("outbound call %s", kv(call=call_id, dial=dial, profile=request.profile or "-"))
+        self._spawn(self._run_call(call))
+        return call_id
 
     def health(self) -> dict[str, bool]:
         """Is the events websocket up, and is the app registered."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import platform
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -124,6 +125,27 @@ class Settings(BaseSettings):
         10.0, validation_alias=_env("HANGUP_GRACE_SECONDS")
     )
 
+    # --- Outbound calls --------------------------------------------------------------
+    # Space-separated regular expressions; a dial string must match one whole.
+    # Empty: outbound calling is off.
+    outbound_allow: str = Field("", validation_alias=_env("OUTBOUND_ALLOW"))
+    outbound_trunk: str = Field("", validation_alias=_env("OUTBOUND_TRUNK"))
+    outbound_max_concurrent: Annotated[int, Field(ge=1, le=1000)] = Field(
+        4, validation_alias=_env("OUTBOUND_MAX_CONCURRENT")
+    )
+    outbound_caller_id: str = Field("", validation_alias=_env("OUTBOUND_CALLER_ID"))
+    # Where answered outbound calls go for answering-machine detection (AMD()).
+    outbound_amd_context: str = Field(
+        "ari-realtime-amd", validation_alias=_env("OUTBOUND_AMD_CONTEXT")
+    )
+    max_hold_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
+        900, validation_alias=_env("MAX_HOLD_SECONDS")
+    )
+    # Outbound turn detection waits at least this much silence (menus pause).
+    outbound_vad_silence_ms: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        900, validation_alias=_env("OUTBOUND_VAD_SILENCE_MS")
+    )
+
     # --- Call records ----------------------------------------------------------------
     # A SecretStr: the URL may hold a password, so it is never shown whole.
     database_url: SecretStr = Field(SecretStr(""), validation_alias=_env("DATABASE_URL"))
@@ -148,6 +170,28 @@ class Settings(BaseSettings):
         SecretStr(""), validation_alias=_env("HTTP_TOKEN"), validate_default=True
     )
     webhook_url: str = Field("", validation_alias=_env("WEBHOOK_URL"))
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, value: str) -> str:
+        for pattern in value.split():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return value.strip()
+
+    @field_validator("outbound_trunk")
+    @classmethod
+    def _check_outbound_trunk(cls, value: str) -> str:
+        if value and ("{number}" not in value or "/" not in value):
+            raise ValueError("must be a dial string with {number}, e.g. PJSIP/{number}@provider")
+        return value.strip()
+
+    @property
+    def outbound_patterns(self) -> list[str]:
+        """``OUTBOUND_ALLOW`` as a list of patterns."""
+        return self.outbound_allow.split()
 
     @field_validator("ari_url")
     @classmethod

@@ -28,6 +28,10 @@ ever need to know this tree::
     │                                 refused, a record rejected (transient: per error)
     ├── CallError                     one call's life
     │   └── CallStateError            an illegal call-state transition (a bug)
+    ├── OutboundError                 an outbound call cannot be placed (nothing dialled)
+    │   ├── OutboundRefused           not allowed by OUTBOUND_ALLOW, or calling is off
+    │   ├── OutboundInvalid           a malformed request (e.g. number without a trunk)
+    │   └── OutboundBusy              OUTBOUND_MAX_CONCURRENT calls are live  (transient)
     └── ToolError                     a model tool call was refused; the message
                                       goes back to the model, the call goes on
 
@@ -235,3 +239,21 @@ class ToolError(AriRealtimeError):
     The message is sent back to the model as the tool's result, so it must
     say plainly what was wrong and what is allowed.
     """
+
+
+class OutboundError(AriRealtimeError):
+    """An outbound call cannot be placed; nothing was dialled. The message says why."""
+
+
+class OutboundRefused(OutboundError):
+    """The destination is not allowed by ``OUTBOUND_ALLOW`` (or outbound calling is off)."""
+
+
+class OutboundInvalid(OutboundError):
+    """The request cannot be dialled as given (e.g. ``number`` without ``OUTBOUND_TRUNK``)."""
+
+
+class OutboundBusy(OutboundError):
+    """``OUTBOUND_MAX_CONCURRENT`` outbound calls are live already; try again later."""
+
+    transient = True

@@ -40,6 +40,7 @@ OUTCOMES = (
     "transferred",
     "handed_back",
     "operator_hung_up",
+    "not_answered",
     "failed",
     "controller_crashed",
 )
@@ -158,6 +159,17 @@ class CallRecord(_Part):
     media: MediaCounters = MediaCounters()
     usage: UsageTotals = UsageTotals()
     cost_usd: float = 0.0
+    #: Outbound: what the agent was asked to achieve, and what it reported
+    #: (``unknown`` when the call ended without ``report_outcome``).
+    purpose: str = ""
+    result_status: str | None = None
+    result_summary: str = ""
+    result_data: dict[str, str] = Field(default_factory=dict)
+    #: Outbound: how the ringing ended (answered, no_answer, busy, congestion,
+    #: failed), the Q.850 cause when it did not answer, and AMD()'s verdict.
+    ring_result: str | None = None
+    hangup_cause: int | None = None
+    machine: str = ""
 
 
 LiveEventKind = Literal["transcript", "turn", "tool_call", "dtmf", "state"]

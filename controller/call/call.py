@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from pydantic import BaseModel
 
@@ -50,10 +51,11 @@ from controller.ari.events import (
 from controller.audio.resample import converters_for
 from controller.call.bargein import is_loud
 from controller.call.bridge import MediaLeg
-from controller.call.configure import conversation_config, session_update
+from controller.call.configure import conversation_config, outbound_agent, session_update
 from controller.call.conversation import (
     SILENT,
     Action,
+    CallResult,
     Conversation,
     EndCall,
     EndItem,
@@ -69,6 +71,7 @@ from controller.call.conversation import (
     TranscriptLine,
     TurnEnded,
 )
+from controller.call.dialer import Dialer
 from controller.call.record import (
     CallFacts,
     build_record,
@@ -76,7 +79,7 @@ from controller.call.record import (
     transcript_entry,
     turn_entry,
 )
-from controller.call.services import CallContext, CallServices
+from controller.call.services import CallContext, CallServices, OutboundCall
 from controller.call.state import CallLifecycle, CallState, Outcome
 from controller.call.tool_runner import ToolRunner
 from controller.call.tools import tool_result
@@ -92,7 +95,7 @@ from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
 from controller.realtime.events import ClientEvent
 from controller.realtime.session import RealtimeSession, connect_realtime
-from controller.records import CallRecord, DtmfEntry, LiveEventKind
+from controller.records import CallRecord, Direction, DtmfEntry, LiveEventKind
 
 log = logging.getLogger("controller.call")
 
@@ -127,7 +130,10 @@ class Call:
         self.started = self._now()
         self.started_at = dt.datetime.now(dt.UTC)
         self.answered_at: dt.datetime | None = None
-        self.lifecycle = CallLifecycle()
+        #: Set for a call the agent places (see :class:`OutboundCall`).
+        self.outbound = context.outbound
+        self.lifecycle = CallLifecycle(ringing=self.outbound is not None)
+        self._dialer: Dialer | None = None
         self.agent: Agent | None = None
         self.media: CallMedia | None = None
         self._log = CallLogger(log, self.call_id)
@@ -162,6 +168,11 @@ class Call:
     def caller_channel_id(self) -> str:
         """The id of the caller's channel."""
         return self.caller.id
+
+    @property
+    def direction(self) -> Direction:
+        """``inbound`` or ``outbound``."""
+        return "inbound" if self.outbound is None else "outbound"
 
     @property
     def state(self) -> CallState:
@@ -220,6 +231,8 @@ class Call:
             return
         if channel.id != self.caller_channel_id:
             return
+        if self._dialer is not None and self._dialer.on_event(event):
+            return
         if isinstance(event, ChannelDtmfReceived):
             conversation = self._conversation
             if conversation is None:  # the agent is still being chosen
@@ -257,7 +270,9 @@ class Call:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                await self._setup(tasks)
+                # Set-up runs beside the wait: whatever ends the call while it
+                # rings or sets up (no answer, a hang-up) cancels it at once.
+                tasks.create_task(self._setup(tasks), name=f"setup-{self.call_id}")
                 await self._ended.wait()
                 raise _CallOver
         except* _CallOver:
@@ -279,15 +294,27 @@ class Call:
     async def _setup(self, tasks: asyncio.TaskGroup) -> None:
         services = self.services
         ari, settings = services.ari, self.settings
-        args = parse_stasis_args(self.args)
-        profile = args.get("profile") or await self._channel_profile()
-        agent, warning = resolve_agent(settings, services.agents, profile, self._template_fields())
-        self.agent = agent
+        outbound = self.outbound
+        if outbound is None:
+            args = parse_stasis_args(self.args)
+            profile = args.get("profile") or await self._channel_profile()
+        else:
+            profile = outbound.request.profile
+        fields = self._template_fields()
+        agent, warning = resolve_agent(settings, services.agents, profile, fields)
         if warning:
             self._log.warning("agent %s", kv(warning=warning))
-        conversation = self._conversation = Conversation(
-            conversation_config(agent, settings), now=self.started, log=self._log
-        )
+        if outbound is not None:
+            agent = outbound_agent(agent, outbound.request, fields, settings)
+        self.agent = agent
+        config = conversation_config(agent, settings)
+        if outbound is not None:
+            config = replace(
+                config,
+                max_hold_seconds=settings.max_hold_seconds,
+                max_call_seconds=outbound.request.max_duration or config.max_call_seconds,
+            )
+        conversation = self._conversation = Conversation(config, now=self.started, log=self._log)
         self._tools = ToolRunner(
             ari,
             services.http_tools,
@@ -301,11 +328,17 @@ class Call:
             conversation.caller_dtmf(digit, at)
         tasks.create_task(self._run_timers(conversation), name=f"timers-{self.call_id}")
 
-        await ari.answer(self.caller_channel_id)
-        self.answered_at = dt.datetime.now(dt.UTC)
-        self._log.info("answered %s", kv(profile=agent.profile))
-        services.observers.call_started(self.record())
+        # The model session opens while the phone rings or is answered: the
+        # slowest step, so the agent is ready when the far end is.
         model = tasks.create_task(self._open_model(agent), name=f"model-open-{self.call_id}")
+        if outbound is None:
+            await ari.answer(self.caller_channel_id)
+            self.answered_at = dt.datetime.now(dt.UTC)
+            self._log.info("answered %s", kv(profile=agent.profile))
+            services.observers.call_started(self.record())
+        elif not await self._dial(outbound):
+            model.cancel()  # no model session outlives a call nobody answered
+            return
 
         media = self.media = await CallMedia.open(
             services.clock,
@@ -329,6 +362,43 @@ class Call:
         tasks.create_task(self._receive_from_model(session), name=f"model-recv-{self.call_id}")
         tasks.create_task(self._send_to_model(session), name=f"model-send-{self.call_id}")
         self._execute(conversation.session_ready(self._now()))
+        dialer = self._dialer
+        if dialer is not None and dialer.machine == "MACHINE" and outbound is not None:
+            message = outbound.request.machine_message or ""
+            self._execute(conversation.machine_answered(message, self._now()))
+
+    async def _dial(self, outbound: OutboundCall) -> bool:
+        """Ring the far end (and run AMD); False when the call ends here."""
+        services, settings = self.services, self.settings
+        dialer = self._dialer = Dialer(
+            services.ari,
+            app=settings.ari_app,
+            call_id=self.call_id,
+            channel_id=self.caller_channel_id,
+            dial=outbound.dial,
+            request=outbound.request,
+            caller_id=settings.outbound_caller_id,
+            amd_context=settings.outbound_amd_context,
+            log=self._log,
+        )
+        services.observers.call_started(self.record())  # a ringing call is listed too
+        ringing = await dialer.dial()
+        if ringing.result != "answered":
+            self._caller_gone = ringing.cause != 0 or ringing.result != "no_answer"
+            cause = f" (cause {ringing.cause} {ringing.cause_txt})" if ringing.cause else ""
+            self.request_end(Outcome.NOT_ANSWERED, f"{ringing.result}{cause}".strip())
+            return False
+        self.lifecycle.answered()
+        self.answered_at = dt.datetime.now(dt.UTC)
+        self._log.info("answered %s", kv(dial=outbound.dial))
+        on_machine = outbound.request.on_machine
+        machine = on_machine != "continue" and await dialer.detect_machine() == "MACHINE"
+        if machine and on_machine == "hangup":
+            assert self._conversation is not None
+            self._conversation.result = CallResult("voicemail", "an answering machine answered")
+            self.request_end(Outcome.AGENT_HUNG_UP, "answering machine: hung up")
+            return False
+        return True
 
     async def _channel_profile(self) -> str | None:
         """The profile from the ``ARI_REALTIME_PROFILE`` channel variable, if set."""
@@ -501,9 +571,11 @@ class Call:
     def record(self, *, final: bool = False) -> CallRecord:
         """The call's record so far (``final``: after teardown)."""
         fields = self._template_fields()
+        outbound, dialer = self.outbound, self._dialer
         facts = CallFacts(
             call_id=self.call_id,
-            direction="inbound",
+            direction=self.direction,
+            purpose=outbound.request.purpose if outbound else "",
             started_at=self.started_at,
             controller_id=self.services.controller_id,
             caller_number=fields["caller_number"],
@@ -515,7 +587,7 @@ class Call:
             bridge_id=self.bridge_id,
             external_channel_id=self.external_channel_id,
         )
-        return build_record(
+        record = build_record(
             facts,
             self._conversation,
             answered_at=self.answered_at,
@@ -524,6 +596,11 @@ class Call:
             media=self.media.summary() if self.media is not None else None,
             cost=self.services.cost,
         )
+        if dialer is not None and dialer.ringing is not None:
+            record.ring_result = dialer.ringing.result
+            record.hangup_cause = dialer.ringing.cause or None
+            record.machine = dialer.machine
+        return record
 
     # --- teardown --------------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controller.agents import Agent
+from controller.agents import Agent, fill_template
 from controller.call.conversation import ConversationConfig
 from controller.call.tools import build_instructions, declarations
 from controller.config import Settings
+from controller.outbound import OutboundRequest, outbound_instructions
 from controller.realtime.events import SessionUpdate, build_session_update
 
 
@@ -30,6 +31,28 @@ def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
         max_call_seconds=settings.max_call_seconds,
         silence_timeout_seconds=settings.silence_timeout_seconds,
         audio_bytes_per_ms=8 if settings.realtime_audio == "pcmu" else 48,
+    )
+
+
+def outbound_agent(
+    agent: Agent, request: OutboundRequest, fields: dict[str, str], settings: Settings
+) -> Agent:
+    """``agent`` placing ``request``: its brief first, ``report_outcome``, no greeting.
+
+    The far end speaks first (a menu, a person saying hello); the agent waits.
+    Turn detection waits at least ``OUTBOUND_VAD_SILENCE_MS`` of silence,
+    because phone menus pause between options and an agent that answers every
+    pause talks over the menu.
+    """
+    variables = {**fields, **request.variables}
+    brief = outbound_instructions(fill_template(request.purpose, variables), request.variables)
+    about = agent.instructions.strip()
+    instructions = brief + (f"\nAbout you and who you call for:\n{about}\n" if about else "")
+    tools = tuple(t for t in agent.tools if t != "report_outcome") + ("report_outcome",)
+    silence = max(agent.vad.silence_ms, settings.outbound_vad_silence_ms)
+    vad = agent.vad.model_copy(update={"silence_ms": silence})
+    return agent.model_copy(
+        update={"instructions": instructions, "greeting": "", "tools": tools, "vad": vad}
     )
 
 

@@ -62,6 +62,7 @@ from controller.call.state import Outcome
 from controller.call.tools import parse_arguments, tool_result, validate_dtmf
 from controller.errors import RealtimeServerError, ToolError
 from controller.logs import kv
+from controller.outbound import RESULT_STATUSES
 from controller.realtime.events import (
     ClientEvent,
     ConversationItemCreate,
@@ -106,6 +107,10 @@ QUIET_ERROR_CODES = frozenset(
 )
 GREETING_INSTRUCTIONS = "Greet the caller now. Say exactly this, then wait for them: {greeting}"
 GOODBYE_INSTRUCTIONS = "Say a short, polite goodbye to the caller now."
+MESSAGE_INSTRUCTIONS = (
+    "You reached an answering machine and its beep has sounded. Say exactly this "
+    "message, clearly, then stop: {message}"
+)
 
 
 # --- inputs that describe the outside world ----------------------------------------------
@@ -306,6 +311,18 @@ class ConversationConfig:
     silence_timeout_seconds: float = 0.0  # 0: no limit
     #: Bytes of the model's output audio per millisecond (8: pcmu, 48: pcm 24 kHz).
     audio_bytes_per_ms: int = 8
+    #: Outbound: the call ends as ``not_achieved`` if the agent has not spoken
+    #: this long after the far end answered (menus and hold only); 0: no limit.
+    max_hold_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What an outbound call achieved, as the agent reported it (``report_outcome``)."""
+
+    status: str
+    summary: str = ""
+    data: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -376,6 +393,10 @@ class Conversation:
         self.usage = UsageSum()
         #: Keys pressed both ways.
         self.keys: list[Keys] = []
+        #: What the call achieved (outbound calls; None until reported).
+        self.result: CallResult | None = None
+        self._connected_at: float | None = None
+        self._agent_spoke = False
         self._turn_by_response: dict[str, Turn] = {}
         self._turn_by_item: dict[str, Turn] = {}
         self._caller_stopped: float | None = None
@@ -425,6 +446,7 @@ class Conversation:
     def session_ready(self, now: float) -> list[Action]:
         """The model session is configured: greet, or send what waited for it."""
         self._ready = True
+        self._connected_at = now
         if self._stopped:
             return []
         greeting = self.config.greeting
@@ -450,6 +472,7 @@ class Conversation:
             if event.response_id == responses.greeting:
                 responses.greeting_items.add(event.item_id)
             self._last_activity = now
+            self._agent_spoke = True
             item = event.item_id
             self._item_bytes[item] = self._item_bytes.get(item, 0) + len(audio)
             self._item_start.setdefault(item, now)
@@ -525,6 +548,22 @@ class Conversation:
         turn = self._turn_by_item.get(item_id)
         if turn is not None and turn.first_frame is None:
             turn.first_frame = now - self.started
+
+    def machine_answered(self, message: str, now: float) -> list[Action]:
+        """An answering machine took the call and its beep has passed: leave
+        ``message`` (said as given), then end the call."""
+        if self._stopped:
+            return []
+        self._agent_spoke = True  # no hold limit: the agent is about to speak
+        self.result = CallResult("voicemail", "left a message")
+        params = ResponseParams(
+            instructions=MESSAGE_INSTRUCTIONS.format(message=message), tool_choice="none"
+        )
+        ending = EndCall(Outcome.AGENT_HUNG_UP, "left a message on the answering machine")
+        return [
+            Send(ResponseCreate(response=params)),
+            *self._start_goodbye([ending], "message", now),
+        ]
 
     def caller_loud(self, now: float) -> None:
         """A frame of the caller's audio was loud (see :func:`bargein.is_loud`)."""
@@ -731,6 +770,13 @@ class Conversation:
                 # The goodbye is playing or about to: let it finish, then end.
                 ending = EndCall(Outcome.AGENT_HUNG_UP, f"agent hung up: {reason}")
                 return [ToolCallEnded(record), *self._start_goodbye([ending], "hangup", now)]
+            if name == "report_outcome":
+                result = parse_result(args)
+                self.result = result
+                record.result, record.finished = tool_result(True), now
+                self._log.info("outcome reported %s", kv(status=result.status))
+                ending = EndCall(Outcome.AGENT_HUNG_UP, f"agent reported {result.status}")
+                return [ToolCallEnded(record), *self._start_goodbye([ending], "outcome", now)]
             if name == "send_dtmf":
                 run = RunTool(call_id, name, {"digits": validate_dtmf(args.get("digits"))})
             elif name == "transfer":
@@ -859,6 +905,8 @@ class Conversation:
             times.append(self.started + config.max_call_seconds)
         if config.silence_timeout_seconds:
             times.append(self._last_activity + config.silence_timeout_seconds)
+        if config.max_hold_seconds and self._connected_at is not None and not self._agent_spoke:
+            times.append(self._connected_at + config.max_hold_seconds)
         return min(times) if times else None
 
     def _check_limits(self, now: float, playback: Playback) -> list[Action]:
@@ -875,6 +923,14 @@ class Conversation:
                 self._limit_check_at = now + LIMIT_RECHECK_SECONDS
                 return []
             why = f"nobody spoke for {config.silence_timeout_seconds:g}s"
+        elif (
+            config.max_hold_seconds
+            and self._connected_at is not None
+            and not self._agent_spoke
+            and now - self._connected_at >= config.max_hold_seconds
+        ):
+            why = f"no person answered within {config.max_hold_seconds:g}s"
+            self.result = CallResult("not_achieved", why)
         if not why:
             return []
         self._log.info("limit reached %s", kv(why=why))
@@ -884,6 +940,24 @@ class Conversation:
             return [ending]
         params = ResponseParams(instructions=GOODBYE_INSTRUCTIONS, tool_choice="none")
         return [Send(ResponseCreate(response=params)), *self._start_goodbye([ending], why, now)]
+
+
+def parse_result(args: dict[str, Any]) -> CallResult:
+    """The arguments of ``report_outcome``.
+
+    Raises:
+        ToolError: a status that is not one of ``RESULT_STATUSES``, or data
+            that is not a small object of strings.
+    """
+    status = args.get("status")
+    if status not in RESULT_STATUSES:
+        raise ToolError(f"status must be one of: {', '.join(RESULT_STATUSES)}")
+    summary = str(args.get("summary", ""))[:500]
+    data = args.get("data") or {}
+    if not isinstance(data, dict) or len(data) > 20:
+        raise ToolError("data must be an object of at most 20 short facts")
+    facts = {str(k)[:64]: str(v)[:500] for k, v in data.items()}
+    return CallResult(str(status), summary, facts)
 
 
 def _safe_args(arguments: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class CallFacts:
     caller_channel_id: str = ""
     bridge_id: str = ""
     external_channel_id: str = ""
+    purpose: str = ""
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -134,6 +135,7 @@ def build_record(
         caller_channel_id=facts.caller_channel_id,
         bridge_id=facts.bridge_id,
         external_channel_id=facts.external_channel_id,
+        purpose=facts.purpose,
         started_at=facts.started_at,
         answered_at=answered_at,
         ended_at=ended_at,
@@ -158,4 +160,13 @@ def build_record(
     if cost is not None:
         record.cost_usd = round(cost(facts.model, record.usage), 6)
     record.media.truncations = conversation.truncations
+    if facts.direction == "outbound":
+        result = conversation.result
+        if result is not None:
+            record.result_status = result.status
+            record.result_summary = result.summary
+            record.result_data = dict(result.data)
+        elif ended_at is not None:
+            record.result_status = "unknown"
+            record.result_summary = ending.reason if ending else ""
     return record

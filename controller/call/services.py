@@ -17,6 +17,7 @@ from controller.ari.rest import AriClient
 from controller.call.http_tools import HttpToolClient
 from controller.config import Settings
 from controller.media.clock import MediaClock
+from controller.outbound import OutboundRequest
 from controller.records import CallObserver, Observers, UsageTotals
 
 
@@ -75,3 +76,14 @@ class CallContext:
     call_id: str
     channel: Channel
     args: list[str] = field(default_factory=list)
+    #: Set for a call the agent places: what the user asked for, and the
+    #: allowed dial string (``channel`` is then our id for the channel to be).
+    outbound: OutboundCall | None = None
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    """An outbound call as it was allowed."""
+
+    request: OutboundRequest
+    dial: str

@@ -6,9 +6,12 @@ A call is in exactly one :class:`CallState`. The transitions are a table
 :class:`~controller.errors.CallStateError` (that is a bug in the controller,
 never the caller's doing)::
 
-    SETTING_UP --> CONNECTED --> ENDING --> ENDED
-         |                         ^
-         +-------------------------+   (set-up failed, or the caller left early)
+    (RINGING) --> SETTING_UP --> CONNECTED --> ENDING --> ENDED
+        |              |                         ^
+        +--------------+-------------------------+   (no answer, set-up failed,
+                                                       or the caller left early)
+
+Outbound calls start ``RINGING``; inbound calls are answered at birth.
 
 How a call ended is its :class:`Outcome`, fixed when it starts ``ENDING``:
 the first reason wins, later ones are ignored (a caller hanging up while the
@@ -26,6 +29,7 @@ from controller.errors import CallStateError
 class CallState(enum.Enum):
     """Where a call is in its life."""
 
+    RINGING = "ringing"  # outbound: dialled, not answered yet
     SETTING_UP = "setting_up"  # answered; bridge, externalMedia and the model opening
     CONNECTED = "connected"  # media flows both ways; the conversation runs
     ENDING = "ending"  # an outcome is fixed; resources are being released
@@ -40,6 +44,7 @@ class Outcome(enum.Enum):
     TRANSFERRED = "transferred"
     HANDED_BACK = "handed_back"  # back to the dialplan, e.g. the controller stopping
     OPERATOR_HUNG_UP = "operator_hung_up"  # POST /calls/{id}/hangup
+    NOT_ANSWERED = "not_answered"  # outbound: busy, no answer, congestion, failed
     FAILED = "failed"  # an error; the caller is handed back to the dialplan
 
     @property
@@ -49,6 +54,7 @@ class Outcome(enum.Enum):
 
 
 TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.RINGING: frozenset({CallState.SETTING_UP, CallState.ENDING}),
     CallState.SETTING_UP: frozenset({CallState.CONNECTED, CallState.ENDING}),
     CallState.CONNECTED: frozenset({CallState.ENDING}),
     CallState.ENDING: frozenset({CallState.ENDED}),
@@ -67,8 +73,8 @@ class Ending:
 class CallLifecycle:
     """One call's state, moved only along :data:`TRANSITIONS`."""
 
-    def __init__(self) -> None:
-        self._state = CallState.SETTING_UP
+    def __init__(self, *, ringing: bool = False) -> None:
+        self._state = CallState.RINGING if ringing else CallState.SETTING_UP
         self._ending: Ending | None = None
 
     @property
@@ -85,6 +91,14 @@ class CallLifecycle:
     def over(self) -> bool:
         """True once the call is ending or ended."""
         return self._ending is not None
+
+    def answered(self) -> None:
+        """The far end of an outbound call answered.
+
+        Raises:
+            CallStateError: the call is not ringing.
+        """
+        self._move(CallState.SETTING_UP)
 
     def connected(self) -> None:
         """Set-up is complete.

@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.agents import Agent
 from controller.errors import ToolError
+from controller.outbound import report_outcome_tool
 
 #: Keys ``POST /channels/{id}/dtmf`` plays: digits, ``*#``, ``A-D``, and
 #: ``w`` (a half-second pause, handled by Asterisk's DTMF streamer).
@@ -111,6 +112,8 @@ def declarations(agent: Agent) -> list[dict[str, Any]]:
                     ["target"],
                 )
             )
+        elif name == "report_outcome":
+            out.append(report_outcome_tool())
         elif name in agent.http_tools:
             tool = agent.http_tools[name]
             out.append(

@@ -58,13 +58,14 @@ from typing import Any, Protocol, get_args
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from controller.config import Settings, is_loopback_host
-from controller.errors import ConfigError
+from controller.errors import ConfigError, OutboundBusy, OutboundInvalid, OutboundRefused
 from controller.http.live import LiveEvent, LiveHub, Subscription
 from controller.http.metrics import METRICS_CONTENT_TYPE, Metrics
 from controller.logs import kv
+from controller.outbound import OutboundRequest
 from controller.records import OUTCOMES, CallRecord, Direction, RecordSource
 
 log = logging.getLogger("controller.http")
@@ -113,6 +114,9 @@ class LiveController(Protocol):
 
     def health(self) -> dict[str, bool]:
         """Named checks, all True when healthy (e.g. ``ari_connected``, ``app_registered``)."""
+
+    def originate(self, request: OutboundRequest) -> str:
+        """Place an outbound call; return its id at once (raises an ``OutboundError``)."""
 
 
 class _BadQuery(Exception):
@@ -371,6 +375,29 @@ class _Api:
             if event.kind == "end":
                 return
 
+    async def start_call(self, request: web.Request) -> web.Response:
+        """``POST /calls``: the agent phones someone with a purpose."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be a JSON object (endpoint or number, purpose, ...)")
+        try:
+            outbound = OutboundRequest.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return _error(422, f"{where}: {first['msg'].removeprefix('Value error, ')}")
+        try:
+            call_id = self.controller.originate(outbound)
+        except OutboundRefused as exc:
+            return _error(403, str(exc))
+        except OutboundInvalid as exc:
+            return _error(422, str(exc))
+        except OutboundBusy as exc:
+            return _error(429, str(exc), **{"Retry-After": "10"})
+        log.info("outbound call requested %s", kv(call=call_id, peer=request.remote or ""))
+        return web.json_response({"id": call_id, "status": "ringing"}, status=202)
+
     async def hangup(self, request: web.Request) -> web.Response:
         call_id = request.match_info["id"]
         try:
@@ -470,6 +497,7 @@ def create_app(
     app.router.add_get("/calls/{id}", api.get_call)
     app.router.add_get("/calls/{id}/events", api.call_events)
     app.router.add_post("/calls/{id}/hangup", api.hangup)
+    app.router.add_post("/calls", api.start_call)
     app.router.add_get("/metrics", api.metrics_text)
     app.router.add_get("/", api.page)
     app.router.add_get("/login", api.login_form)

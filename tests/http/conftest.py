@@ -20,7 +20,9 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from controller.errors import OutboundBusy
 from controller.http import HttpServer, LiveHub, Metrics, create_app
+from controller.outbound import OutboundPolicy, OutboundRequest
 from controller.records import CallObserver, CallRecord, Direction, Observers, RecordSource
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
@@ -79,6 +81,18 @@ class FakeController:
         default_factory=lambda: {"ari_connected": True, "app_registered": True}
     )
     hung_up: list[str] = field(default_factory=list)
+    #: What may be dialled: the real policy; the calls it allowed, in order.
+    policy: OutboundPolicy = field(
+        default_factory=lambda: OutboundPolicy(["PJSIP/company@tester"], "PJSIP/{number}@trunk", 1)
+    )
+    dialled: list[str] = field(default_factory=list)
+
+    def originate(self, request: OutboundRequest) -> str:
+        dial = self.policy.dial_string(request)
+        if len(self.dialled) >= self.policy.max_concurrent:
+            raise OutboundBusy("1 outbound calls are live (OUTBOUND_MAX_CONCURRENT=1)")
+        self.dialled.append(dial)
+        return f"out{len(self.dialled)}"
 
     def hangup(self, call_id: str) -> bool:
         if call_id not in self.live:

@@ -330,7 +330,7 @@ async def test_unknown_paths_and_methods_answer_in_json(stack: Stack) -> None:
         assert await resp.json() == {"error": "Not Found"}
     async with stack.http.delete("/calls") as resp:
         assert resp.status == 405
-        assert resp.headers["Allow"] == "GET,HEAD"
+        assert resp.headers["Allow"] == "GET,HEAD,POST"
     async with stack.http.get("/calls/c1/hangup") as resp:
         assert resp.status == 405
     async with stack.http.get("/static/login.html") as resp:
@@ -365,3 +365,61 @@ async def test_stop_closes_the_port(make_stack) -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"{url}/healthz")
+
+
+# --- outbound calls -------------------------------------------------------------------
+
+
+async def test_an_allowed_call_is_placed_and_answered_at_once_with_its_id(stack: Stack) -> None:
+    body = {"endpoint": "PJSIP/company@tester", "purpose": "Ask for the opening hours."}
+    async with stack.http.post("/calls", json=body) as resp:
+        assert resp.status == 202
+        assert await resp.json() == {"id": "out1", "status": "ringing"}
+    assert stack.controller.dialled == ["PJSIP/company@tester"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (
+            {"endpoint": "PJSIP/900123@premium", "purpose": "Win the lottery."},
+            403,
+            "PJSIP/900123@premium is not allowed by OUTBOUND_ALLOW; nothing was dialled",
+        ),
+        ({"number": "5551234", "purpose": "Call the trunk."}, 403, "OUTBOUND_ALLOW"),
+        ({"purpose": "Nowhere to call."}, 422, "give exactly one of endpoint"),
+        ({"endpoint": "company", "purpose": "No technology."}, 422, "must be a dial string"),
+        ({"endpoint": "PJSIP/a b", "purpose": "Space."}, 422, "characters a dial string"),
+        ({"endpoint": "PJSIP/company@tester"}, 422, "purpose: Field required"),
+        (
+            {"endpoint": "PJSIP/company@tester", "purpose": "Hi there", "shoe_size": 9},
+            422,
+            "shoe_size: Extra inputs are not permitted",
+        ),
+        (
+            {
+                "endpoint": "PJSIP/company@tester",
+                "purpose": "Leave one",
+                "on_machine": "leave_message",
+            },
+            422,
+            "needs machine_message",
+        ),
+    ],
+)
+async def test_a_refused_or_malformed_call_is_never_dialled(
+    stack: Stack, body: dict[str, object], status: int, message: str
+) -> None:
+    async with stack.http.post("/calls", json=body) as resp:
+        assert resp.status == status
+        assert message in (await resp.json())["error"]
+    assert stack.controller.dialled == []
+
+
+async def test_calls_beyond_the_cap_are_refused_with_retry_after(stack: Stack) -> None:
+    body = {"endpoint": "PJSIP/company@tester", "purpose": "Ask for the opening hours."}
+    async with stack.http.post("/calls", json=body) as resp:
+        assert resp.status == 202
+    async with stack.http.post("/calls", json=body) as resp:
+        assert resp.status == 429 and resp.headers["Retry-After"] == "10"
+        assert "OUTBOUND_MAX_CONCURRENT=1" in (await resp.json())["error"]

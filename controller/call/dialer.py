@@ -1,0 +1,180 @@
+"""Placing an outbound call: originate, ring, answer or not, answering machines (I/O).
+
+:meth:`Dialer.dial` originates the channel straight into the Stasis app
+(``POST /channels`` with ``app``: the app is subscribed to the channel from
+its creation, so a call that never answers still reports its
+``ChannelDestroyed`` and Q.850 cause) and waits for its StasisStart (the far
+end answered) or its end, at most the ring timeout (plus a margin for
+Asterisk's own timer).
+
+:meth:`Dialer.detect_machine` sends the answered channel through the
+dialplan context ``OUTBOUND_AMD_CONTEXT`` (``ari-realtime-amd`` in
+``asterisk/extensions.conf``): Asterisk's ``AMD()`` listens to the greeting,
+and for ``leave_message`` ``WaitForSilence()`` lets the machine's beep pass;
+then ``Stasis()`` hands the channel back with the verdict in its arguments
+(``amd,CALL_ID,AMDSTATUS,AMDCAUSE``). The StasisEnd in between is expected
+and does not end the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from controller.ari.events import AriEvent, ChannelDestroyed, StasisEnd, StasisStart
+from controller.ari.rest import AriClient
+from controller.logs import kv
+from controller.outbound import OutboundRequest, RingResult, ring_result
+
+#: Asterisk's own ring timer fires at ``ring_timeout``; ours a little later.
+RING_MARGIN_SECONDS = 5.0
+#: AMD() decides within its total analysis time (5 s by default), the beep
+#: wait within its own timeout; past this the verdict is "unknown".
+AMD_TIMEOUT_SECONDS = 40.0
+
+
+@dataclass(frozen=True)
+class Ringing:
+    """How the ringing ended."""
+
+    result: RingResult
+    cause: int = 0
+    cause_txt: str = ""
+
+
+class Dialer:
+    """One outbound call's dialling, fed the channel's ARI events.
+
+    Args:
+        ari: the REST client.
+        app: the Stasis app (``ARI_APP``).
+        call_id: the call's id (in the app arguments).
+        channel_id: our id for the outbound channel.
+        dial: the allowed dial string.
+        request: the user's request (ring timeout, caller id, on_machine).
+        caller_id: the default caller id (``OUTBOUND_CALLER_ID``).
+        amd_context: the dialplan context that runs AMD().
+        log: the call's logger.
+    """
+
+    def __init__(
+        self,
+        ari: AriClient,
+        *,
+        app: str,
+        call_id: str,
+        channel_id: str,
+        dial: str,
+        request: OutboundRequest,
+        caller_id: str,
+        amd_context: str,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self._ari = ari
+        self._app = app
+        self._call_id = call_id
+        self.channel_id = channel_id
+        self.dial_string = dial
+        self.request = request
+        self._caller_id = request.caller_id or caller_id
+        self._amd_context = amd_context
+        self._log = log
+        loop = asyncio.get_running_loop()
+        self._answered: asyncio.Future[None] = loop.create_future()
+        self._verdict: asyncio.Future[str] | None = None
+        self._destroyed: ChannelDestroyed | None = None
+        self._gone = asyncio.Event()
+        #: How the ringing ended (None while it rings).
+        self.ringing: Ringing | None = None
+        #: The AMD() verdict: HUMAN, MACHINE, NOTSURE, HANGUP (or "" when not run).
+        self.machine = ""
+
+    @property
+    def answered(self) -> bool:
+        """True once the far end answered."""
+        return self._answered.done()
+
+    def on_event(self, event: AriEvent) -> bool:
+        """An event of the outbound channel; True when the dialler consumed it."""
+        if isinstance(event, StasisStart):
+            args = list(event.args)
+            if args[:1] == ["amd"] and self._verdict is not None and not self._verdict.done():
+                self._verdict.set_result(args[2] if len(args) > 2 else "NOTSURE")
+                return True
+            if not self._answered.done():
+                self._answered.set_result(None)
+                return True
+            return False
+        if isinstance(event, StasisEnd) and self._verdict is not None and not self._verdict.done():
+            return True  # off to AMD() in the dialplan; it comes back
+        if isinstance(event, ChannelDestroyed) and not self._answered.done():
+            self._destroyed = event
+            self._gone.set()
+            return True
+        return False
+
+    async def dial(self) -> Ringing:
+        """Originate and wait until the call is answered or over.
+
+        Raises:
+            AriError: Asterisk refused the originate (a bad endpoint, for one).
+        """
+        request = self.request
+        self._log.info("dialling %s", kv(dial=self.dial_string, ring_timeout=request.ring_timeout))
+        await self._ari.originate(
+            endpoint=self.dial_string,
+            app=self._app,
+            app_args=f"outbound,{self._call_id}",
+            caller_id=self._caller_id or None,
+            timeout=request.ring_timeout,
+            channel_id=self.channel_id,
+        )
+        gone = asyncio.ensure_future(self._gone.wait())
+        waiters: list[asyncio.Future[Any]] = [self._answered, gone]
+        try:
+            await asyncio.wait(
+                waiters,
+                timeout=request.ring_timeout + RING_MARGIN_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            gone.cancel()
+        if self._answered.done():
+            self.ringing = Ringing("answered")
+        elif self._destroyed is not None:
+            cause = self._destroyed.cause
+            self.ringing = Ringing(ring_result(cause), cause, self._destroyed.cause_txt)
+        else:
+            self.ringing = Ringing(ring_result(0, timed_out=True))
+        self._log.info(
+            "ringing over %s",
+            kv(result=self.ringing.result, cause=self.ringing.cause or "-"),
+        )
+        return self.ringing
+
+    async def detect_machine(self) -> str:
+        """Run AMD() on the answered call; return its verdict (NOTSURE when it took too long).
+
+        Raises:
+            AriError: the channel could not be sent to the dialplan.
+        """
+        self._verdict = asyncio.get_running_loop().create_future()
+        variables = {
+            "ARI_REALTIME_APP": self._app,
+            "ARI_REALTIME_CALL": self._call_id,
+            "ARI_REALTIME_BEEP": "yes" if self.request.on_machine == "leave_message" else "no",
+        }
+        for name, value in variables.items():
+            await self._ari.set_variable(self.channel_id, name, value)
+        await self._ari.continue_in_dialplan(
+            self.channel_id, context=self._amd_context, extension="s", priority=1
+        )
+        try:
+            async with asyncio.timeout(AMD_TIMEOUT_SECONDS):
+                self.machine = await self._verdict
+        except TimeoutError:
+            self.machine = "NOTSURE"
+        self._log.info("answering machine detection %s", kv(verdict=self.machine))
+        return self.machine
