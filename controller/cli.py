@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from controller import callcmd
 from controller.agents import AgentsFile, load_agents_file
 from controller.config import Settings, load_settings
 from controller.errors import AriAuthError, ConfigError, StoreError
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sub.add_parser("demo", help="sandboxed Asterisk + local model + a real SIP call, then stop")
+    callcmd.add_parser(sub)
     calls = sub.add_parser(
         "calls",
         help="list call records, newest first; 'calls show ID' prints one in full",
@@ -208,7 +210,23 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(settings)
     if args.command == "calls":
         return cmd_calls(settings, args)
+    if args.command == "call":
+        return cmd_call(settings, args)
     raise AssertionError(args.command)
+
+
+def cmd_call(settings: Settings, args: argparse.Namespace) -> int:
+    """``ari-realtime call``: place an outbound call through the running controller."""
+    try:
+        body = callcmd.build_request(args)
+        callcmd.base_url(settings)
+    except ValueError as exc:
+        print(f"ari-realtime: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(callcmd.place_call(settings, body, wait=args.wait))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
