@@ -385,7 +385,8 @@ class Call:
         ringing = await dialer.dial()
         if ringing.result != "answered":
             self._caller_gone = ringing.cause != 0 or ringing.result != "no_answer"
-            cause = f" (cause {ringing.cause} {ringing.cause_txt})" if ringing.cause else ""
+            detail = " ".join(str(x) for x in (ringing.cause or "", ringing.cause_txt) if x)
+            cause = f" ({detail})" if detail else ""
             self.request_end(Outcome.NOT_ANSWERED, f"{ringing.result}{cause}".strip())
             return False
         self.lifecycle.answered()

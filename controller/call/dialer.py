@@ -25,6 +25,7 @@ from typing import Any
 
 from controller.ari.events import AriEvent, ChannelDestroyed, StasisEnd, StasisStart
 from controller.ari.rest import AriClient
+from controller.errors import AriHttpError
 from controller.logs import kv
 from controller.outbound import OutboundRequest, RingResult, ring_result
 
@@ -109,9 +110,13 @@ class Dialer:
             return False
         if isinstance(event, StasisEnd) and self._verdict is not None and not self._verdict.done():
             return True  # off to AMD() in the dialplan; it comes back
-        if isinstance(event, ChannelDestroyed) and not self._answered.done():
-            self._destroyed = event
-            self._gone.set()
+        if not self._answered.done():
+            # Before the answer every event is the dialler's: a hang-up
+            # request or the end of the channel is a ring result, not a caller
+            # who hung up.
+            if isinstance(event, ChannelDestroyed):
+                self._destroyed = event
+                self._gone.set()
             return True
         return False
 
@@ -123,14 +128,20 @@ class Dialer:
         """
         request = self.request
         self._log.info("dialling %s", kv(dial=self.dial_string, ring_timeout=request.ring_timeout))
-        await self._ari.originate(
-            endpoint=self.dial_string,
-            app=self._app,
-            app_args=f"outbound,{self._call_id}",
-            caller_id=self._caller_id or None,
-            timeout=request.ring_timeout,
-            channel_id=self.channel_id,
-        )
+        try:
+            await self._ari.originate(
+                endpoint=self.dial_string,
+                app=self._app,
+                app_args=f"outbound,{self._call_id}",
+                caller_id=self._caller_id or None,
+                timeout=request.ring_timeout,
+                channel_id=self.channel_id,
+            )
+        except AriHttpError as exc:
+            # Asterisk refused to dial at all (no such endpoint, for one).
+            self.ringing = Ringing("failed", 0, exc.reason or f"HTTP {exc.status}")
+            self._log.warning("dial refused %s", kv(dial=self.dial_string, error=exc))
+            return self.ringing
         gone = asyncio.ensure_future(self._gone.wait())
         waiters: list[asyncio.Future[Any]] = [self._answered, gone]
         try:
