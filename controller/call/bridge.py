@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from controller.ari.rest import AriClient
 from controller.errors import AriError, CallError
@@ -23,6 +25,10 @@ from controller.media.call_media import CallMedia
 
 #: How long to wait for the externalMedia channel's own StasisStart.
 EXTERNAL_MEDIA_TIMEOUT = 5.0
+#: How long release() lets a creating request that was in flight finish.
+REQUEST_SETTLE_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 class MediaLeg:
@@ -55,6 +61,9 @@ class MediaLeg:
         self._log = log
         self._bridge_requested = False
         self._channel_requested = False
+        # The creating requests, kept so release() can let one that was in
+        # flight when set-up was cancelled finish before deleting what it made.
+        self._requests: list[asyncio.Future[Any]] = []
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         #: Asterisk's RTP address, once known.
         self.asterisk_address: tuple[str, int] | None = None
@@ -77,14 +86,18 @@ class MediaLeg:
         # while the request is in flight, Asterisk may still create the
         # resource, and release must delete it (a 404 there is harmless).
         self._bridge_requested = True
-        await ari.create_bridge(bridge_id=self.bridge_id, type="mixing", name=self._call_id)
+        await self._request(
+            ari.create_bridge(bridge_id=self.bridge_id, type="mixing", name=self._call_id)
+        )
         self._channel_requested = True
-        external = await ari.external_media(
-            app=self._app,
-            external_host=f"{host}:{port}",
-            format="ulaw",
-            channel_id=self.channel_id,
-            data=self._call_id,
+        external = await self._request(
+            ari.external_media(
+                app=self._app,
+                external_host=f"{host}:{port}",
+                format="ulaw",
+                channel_id=self.channel_id,
+                data=self._call_id,
+            )
         )
         variables = external.channelvars or {}
         remote_host = variables.get("UNICASTRTP_LOCAL_ADDRESS")
@@ -116,8 +129,22 @@ class MediaLeg:
                 ) from None
             self._log.warning("externalMedia StasisStart not seen; channel is in Stasis, going on")
 
+    async def _request(self, coro: Coroutine[Any, Any, T]) -> T:
+        # Cancelling our wait must not cancel the request: Asterisk may act on
+        # it anyway, and release() must then delete what it created.
+        future = asyncio.ensure_future(coro)
+        self._requests.append(future)
+        return await asyncio.shield(future)
+
     async def release(self) -> None:
         """Delete the channel and the bridge if they were asked for (idempotent)."""
+        pending = [f for f in self._requests if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=REQUEST_SETTLE_SECONDS)
+        for future in self._requests:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: its failure was handled where it was awaited
+        self._requests.clear()
         if self._channel_requested:
             self._channel_requested = False
             with contextlib.suppress(AriError):
