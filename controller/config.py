@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     realtime_connect_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
         10.0, validation_alias=_env("REALTIME_CONNECT_TIMEOUT")
     )
+    # A session lost mid-call is reopened (and the conversation replayed) for this long.
+    realtime_reconnect_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
+        30.0, validation_alias=_env("REALTIME_RECONNECT_SECONDS")
+    )
+    # A response with no event from the model for this long: the session is renewed.
+    realtime_stall_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
+        15.0, validation_alias=_env("REALTIME_STALL_SECONDS")
+    )
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe", validation_alias=_env("TRANSCRIPTION_MODEL")
     )

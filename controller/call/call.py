@@ -64,6 +64,7 @@ from controller.call.conversation import (
     ModelError,
     Play,
     Playback,
+    RenewSession,
     RunTool,
     Send,
     ToolCall,
@@ -72,6 +73,7 @@ from controller.call.conversation import (
     TurnEnded,
 )
 from controller.call.dialer import Dialer
+from controller.call.model_link import ModelLink
 from controller.call.record import (
     CallFacts,
     build_record,
@@ -87,13 +89,12 @@ from controller.errors import (
     AriError,
     AriNotFound,
     AriRealtimeError,
-    RealtimeConnectionError,
     RealtimeError,
     ToolError,
 )
 from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
-from controller.realtime.events import ClientEvent
+from controller.realtime.events import ServerEvent
 from controller.realtime.session import RealtimeSession, connect_realtime
 from controller.records import CallRecord, Direction, DtmfEntry, LiveEventKind
 
@@ -106,8 +107,6 @@ RESULT_VARIABLE = "ARI_REALTIME_RESULT"
 #: (40 ms): half the websocket messages of 20 ms chunks, for 20 ms of latency
 #: on a turn end that server VAD waits 500 ms for anyway.
 INPUT_CHUNK_BYTES = 320
-#: Caller audio kept while the model session opens: 10 s of 40 ms chunks.
-INPUT_QUEUE_CHUNKS = 250
 
 
 class _CallOver(Exception):
@@ -149,18 +148,13 @@ class Call:
             channel_id=self.external_channel_id,
             log=self._log,
         )
-        self._session: RealtimeSession | None = None
-        self._session_ready = asyncio.Event()
-        self._to_model: asyncio.Queue[bytes] = asyncio.Queue(INPUT_QUEUE_CHUNKS)
-        self._outbox: asyncio.Queue[ClientEvent] = asyncio.Queue()
+        self._model: ModelLink | None = None
         self._pending_input = bytearray()
         self._input_convert, self._output_convert = converters_for(settings.realtime_audio)
         self._tasks: asyncio.TaskGroup | None = None
         self._timer_wake = asyncio.Event()
         self._timer_armed: float | None = None
         self._early_keys: list[tuple[str, float]] = []
-        #: Caller audio chunks dropped because the model side stalled.
-        self.input_chunks_dropped = 0
 
     # --- what the outside reads ---------------------------------------------------------
 
@@ -191,14 +185,19 @@ class Call:
         return self._now() - self.started
 
     @property
+    def input_chunks_dropped(self) -> int:
+        """Caller audio chunks dropped because the model side stalled."""
+        return self._model.audio_dropped if self._model is not None else 0
+
+    @property
     def model_ready(self) -> bool:
         """True once the model session is configured."""
-        return self._session_ready.is_set()
+        return self._model is not None and self._model.ready.is_set()
 
     @property
     def model_session_id(self) -> str:
         """The model server's id of this call's session ("" before it is known)."""
-        session = self._session
+        session = self._model.session if self._model is not None else None
         return session.info.id if session is not None and session.info is not None else ""
 
     @property
@@ -330,7 +329,8 @@ class Call:
 
         # The model session opens while the phone rings or is answered: the
         # slowest step, so the agent is ready when the far end is.
-        model = tasks.create_task(self._open_model(agent), name=f"model-open-{self.call_id}")
+        link = self._model = self._link(agent, conversation)
+        model = tasks.create_task(link.open(), name=f"model-open-{self.call_id}")
         if outbound is None:
             await ari.answer(self.caller_channel_id)
             self.answered_at = dt.datetime.now(dt.UTC)
@@ -354,14 +354,14 @@ class Call:
             "media up %s",
             kv(local=_address(local), asterisk=_address(asterisk), audio=settings.realtime_audio),
         )
-        tasks.create_task(self._send_audio_to_model(), name=f"model-audio-{self.call_id}")
-        session = await model
+        tasks.create_task(link.pump_audio(), name=f"model-audio-{self.call_id}")
+        await model
         if self.lifecycle.over:
             return  # ended while setting up (e.g. the caller hung up): teardown follows
         self.lifecycle.connected()
-        tasks.create_task(self._receive_from_model(session), name=f"model-recv-{self.call_id}")
-        tasks.create_task(self._send_to_model(session), name=f"model-send-{self.call_id}")
-        self._execute(conversation.session_ready(self._now()))
+        tasks.create_task(link.run(), name=f"model-recv-{self.call_id}")
+        tasks.create_task(link.pump_events(), name=f"model-send-{self.call_id}")
+        self._execute(conversation.session_ready(self._now(), link.expires_in))
         dialer = self._dialer
         if dialer is not None and dialer.machine == "MACHINE" and outbound is not None:
             message = outbound.request.machine_message or ""
@@ -424,25 +424,49 @@ class Call:
 
     # --- the model session --------------------------------------------------------------
 
-    async def _open_model(self, agent: Agent) -> RealtimeSession:
+    def _link(self, agent: Agent, conversation: Conversation) -> ModelLink:
         settings = self.settings
-        session = await connect_realtime(
-            settings.realtime_url,
-            settings.openai_api_key,
-            settings.realtime_model,
-            azure=settings.is_azure,
-            timeout=settings.realtime_connect_timeout,
+
+        async def open_session() -> RealtimeSession:
+            session = await connect_realtime(
+                settings.realtime_url,
+                settings.openai_api_key,
+                settings.realtime_model,
+                azure=settings.is_azure,
+                timeout=settings.realtime_connect_timeout,
+            )
+            update = session_update(
+                agent,
+                settings,
+                interrupt_response=conversation.server_interrupts,
+                today=dt.date.today(),
+            )
+            try:
+                await session.start(update)
+            except BaseException:
+                with contextlib.suppress(RealtimeError, OSError):
+                    await session.close()
+                raise
+            self._log.info("model ready %s", kv(model=settings.realtime_model))
+            return session
+
+        def on_event(event: ServerEvent) -> None:
+            self._execute(conversation.model_event(event, self._now(), self._playback()))
+
+        def on_lost(reason: str) -> None:
+            conversation.session_lost(self._now())
+
+        def on_restored(expires_in: float | None) -> None:
+            self._execute(conversation.session_restored(self._now(), expires_in))
+
+        return ModelLink(
+            open_session,
+            on_event=on_event,
+            on_lost=on_lost,
+            on_restored=on_restored,
+            reconnect_seconds=settings.realtime_reconnect_seconds,
+            log=self._log,
         )
-        self._session = session
-        assert self._conversation is not None
-        interrupts = self._conversation.server_interrupts
-        update = session_update(
-            agent, settings, interrupt_response=interrupts, today=dt.date.today()
-        )
-        await session.start(update)
-        self._session_ready.set()
-        self._log.info("model ready %s", kv(model=settings.realtime_model))
-        return session
 
     def _on_caller_audio(self, payload: bytes) -> None:
         """u-law from Asterisk (or filled silence), called per frame: keep it cheap."""
@@ -455,35 +479,8 @@ class Call:
             return
         chunk = self._input_convert.convert(bytes(pending))
         pending.clear()
-        queue = self._to_model
-        if queue.full():
-            # The model side is stalled: keep the newest audio, count the loss.
-            queue.get_nowait()
-            self.input_chunks_dropped += 1
-        queue.put_nowait(chunk)
-
-    async def _send_audio_to_model(self) -> None:
-        await self._session_ready.wait()
-        session = self._session
-        assert session is not None
-        queue = self._to_model
-        while True:
-            await session.send_audio(await queue.get())
-
-    async def _send_to_model(self, session: RealtimeSession) -> None:
-        """Client events the conversation decided on, in order."""
-        outbox = self._outbox
-        while True:
-            await session.send(await outbox.get())
-
-    async def _receive_from_model(self, session: RealtimeSession) -> None:
-        conversation = self._conversation
-        assert conversation is not None
-        now = self._now
-        async for event in session:
-            self._execute(conversation.model_event(event, now(), self._playback()))
-        if not self._ended.is_set():
-            raise RealtimeConnectionError("model session ended")
+        if self._model is not None:
+            self._model.send_audio(chunk)
 
     # --- carrying out the conversation's actions ---------------------------------------------
 
@@ -497,7 +494,8 @@ class Call:
                 if self.media is not None:
                     self.media.play(action.item_id, self._output_convert.convert(action.audio))
             elif isinstance(action, Send):
-                self._outbox.put_nowait(action.event)
+                if self._model is not None:
+                    self._model.send(action.event)
             elif isinstance(action, EndItem):
                 if self.media is not None:
                     # The resampler holds a few ms back; they belong to this item.
@@ -517,6 +515,9 @@ class Call:
                 self._observe("transcript", transcript_entry(action))
             elif isinstance(action, TurnEnded):
                 self._observe("turn", turn_entry(action.turn))
+            elif isinstance(action, RenewSession):
+                if self._model is not None:
+                    self._model.renew(action.reason)
             elif isinstance(action, ModelError):
                 self.services.model_errors(action.code)
             elif isinstance(action, ToolCallEnded):
@@ -614,10 +615,8 @@ class Call:
         media = self.media
         if media is not None:
             media.close()
-        session = self._session
-        if session is not None:
-            with contextlib.suppress(RealtimeError, OSError):
-                await session.close()
+        if self._model is not None:
+            await self._model.close()
         await self._leg.release()
         ending = self.lifecycle.ending
         assert ending is not None
@@ -641,7 +640,11 @@ class Call:
         }
         if media is not None:
             fields.update(media.summary().as_fields())
-        fields.update(input_dropped=self.input_chunks_dropped, truncations=self.truncations)
+        fields.update(
+            input_dropped=self.input_chunks_dropped,
+            truncations=self.truncations,
+            model_renewals=self._model.renewals if self._model is not None else 0,
+        )
         record = self.record(final=True)
         fields["cost_usd"] = record.cost_usd
         self._log.info("StasisEnd %s", kv(**fields))

@@ -99,6 +99,8 @@ GOODBYE_START_SECONDS = 0.1
 #: pass it on to the caller (the mixing bridge works in 20 ms intervals); a
 #: hang-up or transfer sooner cuts the end of the goodbye.
 GOODBYE_TAIL_SECONDS = 0.1
+#: A due renewal waits this long for a quiet moment between turns, then looks again.
+RENEW_RECHECK_SECONDS = 1.0
 #: A limit is checked again this often while the agent is still speaking.
 LIMIT_RECHECK_SECONDS = 0.5
 #: Error codes that are expected in a race and need no more than a debug line.
@@ -228,6 +230,14 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class RenewSession:
+    """Open a new model session and replay the conversation into it
+    (:meth:`Conversation.session_lost`, then :meth:`Conversation.session_restored`)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class ModelError:
     """The model sent an ``error`` event (counted; fatal ones also end the call)."""
 
@@ -279,6 +289,7 @@ Action = (
     | TurnEnded
     | ToolCallEnded
     | ModelError
+    | RenewSession
 )
 
 
@@ -293,6 +304,8 @@ class ToolCall:
     result: str = ""
     refused: bool = False
     finished: float | None = None
+    #: The arguments exactly as the model sent them (replayed into a new session).
+    raw_arguments: str = ""
 
 
 @dataclass(frozen=True)
@@ -311,6 +324,12 @@ class ConversationConfig:
     silence_timeout_seconds: float = 0.0  # 0: no limit
     #: Bytes of the model's output audio per millisecond (8: pcmu, 48: pcm 24 kHz).
     audio_bytes_per_ms: int = 8
+    #: A response with no event from the model for this long is a stalled session.
+    stall_seconds: float = 15.0
+    #: Sessions are renewed this long before they expire, between turns.
+    renew_before_seconds: float = 300.0
+    #: History replayed into a new session: at most this many items, newest kept.
+    replay_items: int = 100
     #: Outbound: the call ends as ``not_achieved`` if the agent has not spoken
     #: this long after the far end answered (menus and hold only); 0: no limit.
     max_hold_seconds: float = 0.0
@@ -393,6 +412,10 @@ class Conversation:
         self.usage = UsageSum()
         #: Keys pressed both ways.
         self.keys: list[Keys] = []
+        self._renewing = False
+        self._renew_at: float | None = None
+        self._caller_speaking = False
+        self._last_model_event = now
         #: What the call achieved (outbound calls; None until reported).
         self.result: CallResult | None = None
         self._connected_at: float | None = None
@@ -436,6 +459,7 @@ class Conversation:
                 self._gate_poll_at,
                 self._goodbye_check_at(),
                 self._limit_due(),
+                self._renew_due(),
             )
             if t is not None
         ]
@@ -443,9 +467,14 @@ class Conversation:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    def session_ready(self, now: float) -> list[Action]:
-        """The model session is configured: greet, or send what waited for it."""
+    def session_ready(self, now: float, expires_in: float | None = None) -> list[Action]:
+        """The model session is configured: greet, or send what waited for it.
+
+        ``expires_in``: seconds until the server ends the session (its
+        ``expires_at``), to renew it in time; None when the server said nothing.
+        """
         self._ready = True
+        self._expect_expiry(now, expires_in)
         self._connected_at = now
         if self._stopped:
             return []
@@ -460,6 +489,7 @@ class Conversation:
         """One event from the model server."""
         if self._stopped:
             return []
+        self._last_model_event = now
         responses = self._responses
         if isinstance(event, ResponseOutputAudioDelta):
             if event.response_id in responses.cancelled:
@@ -489,6 +519,7 @@ class Conversation:
         if isinstance(event, InputAudioBufferSpeechStarted):
             self._last_activity = now
             self._speech_started = now
+            self._caller_speaking = True
             self._caller_speech[event.item_id] = now
             decision = self._gate.speech_started(
                 now, self._agent_speaking(playback), self._greeting_playing(playback)
@@ -497,6 +528,7 @@ class Conversation:
         if isinstance(event, InputAudioBufferSpeechStopped):
             self._last_activity = now
             self._caller_stopped = now
+            self._caller_speaking = False
             self._gate.speech_stopped()
             return []
         if isinstance(event, ResponseCreated):
@@ -628,7 +660,114 @@ class Conversation:
         limit_due = self._limit_due()
         if not self._stopped and limit_due is not None and now >= limit_due:
             actions += self._check_limits(now, playback)
+        renew_due = self._renew_due()
+        if not self._stopped and renew_due is not None and now >= renew_due:
+            actions += self._check_renewal(now, playback)
         return actions
+
+    # --- the model session's continuity ---------------------------------------------------
+
+    def session_lost(self, now: float) -> None:
+        """The model session is gone (dropped, failed, expired, or being renewed).
+
+        The response in progress went with it; caller audio and tool results
+        wait for :meth:`session_restored`.
+        """
+        self._ready = False
+        self._renewing = True
+        active = self._responses.active
+        if active is not None:
+            self._responses.cancelled.add(active)
+            self._responses.active = None
+
+    def session_restored(self, now: float, expires_in: float | None = None) -> list[Action]:
+        """A new session is configured: replay the conversation so far into it,
+        then send what waited (tool results, a response the caller is owed)."""
+        self._ready = True
+        self._renewing = False
+        self._last_model_event = now
+        self._expect_expiry(now, expires_in)
+        if self._stopped:
+            return []
+        pending = {o.item.call_id for o in self._pending_outputs if hasattr(o.item, "call_id")}
+        history = self.history(exclude_outputs=pending)
+        actions: list[Action] = [Send(event) for event in history]
+        owed = bool(history) and (
+            history[-1].item.type == "function_call_output"
+            or (history[-1].item.type == "message" and history[-1].item.role == "user")
+        )
+        if owed and not self._pending_outputs:
+            self._wants_response = True
+        return actions + self._flush_outputs()
+
+    def history(self, *, exclude_outputs: set[str] | None = None) -> list[ConversationItemCreate]:
+        """The conversation so far as items for a new session, oldest first:
+        caller and agent lines as text, function calls and their outputs.
+        At most ``replay_items``, the newest kept."""
+        skip = exclude_outputs or set()
+        timed: list[tuple[float, int, ConversationItemCreate]] = []
+        for n, line in enumerate(self.transcript):
+            item = (
+                ConversationItemCreate.assistant_text(line.text)
+                if line.role == "agent"
+                else ConversationItemCreate.user_text(line.text)
+            )
+            timed.append((line.at, n, item))
+        base = len(timed)
+        for n, call in enumerate(self.tool_calls):
+            at = call.started - self.started
+            args = call.raw_arguments or "{}"
+            timed.append(
+                (
+                    at,
+                    base + 2 * n,
+                    ConversationItemCreate.function_call(call.call_id, call.name, args),
+                )
+            )
+            if call.finished is not None and call.call_id not in skip:
+                output = ConversationItemCreate.function_output(call.call_id, call.result)
+                timed.append((call.finished - self.started, base + 2 * n + 1, output))
+        timed.sort(key=lambda t: (t[0], t[1]))
+        return [item for _, _, item in timed][-self.config.replay_items :]
+
+    def _expect_expiry(self, now: float, expires_in: float | None) -> None:
+        if expires_in is None:
+            self._renew_at = None
+        else:
+            # Well before the end; for short sessions (tests, small limits) a
+            # quarter of their life, so renewals never follow each other at once.
+            lead = min(self.config.renew_before_seconds, expires_in / 4)
+            self._renew_at = now + max(0.0, expires_in - lead)
+
+    def _renew_due(self) -> float | None:
+        if self._renewing or not self._ready:
+            return None
+        times = []
+        if self._renew_at is not None:
+            times.append(self._renew_at)
+        if self._responses.active is not None and self.config.stall_seconds:
+            times.append(self._last_model_event + self.config.stall_seconds)
+        return min(times) if times else None
+
+    def _check_renewal(self, now: float, playback: Playback) -> list[Action]:
+        responses = self._responses
+        if (
+            responses.active is not None
+            and now - self._last_model_event >= self.config.stall_seconds
+        ):
+            self._renewing = True
+            self._log.warning(
+                "model stalled %s",
+                kv(response=responses.active, silent_s=round(now - self._last_model_event, 1)),
+            )
+            return [RenewSession("the model stalled")]
+        if self._renew_at is not None and now >= self._renew_at:
+            caller_talking = self._gate.pending or self._caller_speaking
+            if responses.active is None and not playback.speaking and not caller_talking:
+                self._renewing = True
+                return [RenewSession("the session expires soon")]
+            self._renew_at = now + RENEW_RECHECK_SECONDS  # not quiet yet: between turns
+        return []
 
     def stop(self) -> None:
         """The call is ending: no timer, no action from now on."""
@@ -736,6 +875,14 @@ class Conversation:
         error = event.error
         code = error.code or ""
         counted = ModelError(code or error.type or "unknown")
+        if code == "session_expired":
+            # Not the end of the call: a new session takes over (unless one
+            # is already on its way).
+            if self._renewing:
+                return [counted]
+            self._renewing = True
+            self._log.info("model session expired; renewing")
+            return [counted, RenewSession("the session expired")]
         if code in QUIET_ERROR_CODES:
             self._log.debug("model error (expected) %s", kv(code=code))
             return [counted]
@@ -756,7 +903,7 @@ class Conversation:
     # --- tools -------------------------------------------------------------------------------
 
     def _function_call(self, call_id: str, name: str, arguments: str, now: float) -> list[Action]:
-        record = ToolCall(call_id, name, _safe_args(arguments), now)
+        record = ToolCall(call_id, name, _safe_args(arguments), now, raw_arguments=arguments)
         self.tool_calls.append(record)
         config = self.config
         try:

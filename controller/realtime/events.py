@@ -263,12 +263,31 @@ class InputText(_ClientModel):
     text: str
 
 
+class OutputText(_ClientModel):
+    """Text content of an assistant message (replayed history)."""
+
+    type: Literal["output_text"] = "output_text"
+    text: str
+
+
 class MessageItemParam(_ClientModel):
-    """A user or system message the controller adds (greeting cue, DTMF notice)."""
+    """A message the controller adds: a greeting cue, a DTMF notice, or a line of
+    the conversation replayed into a new session (user ``input_text``,
+    assistant ``output_text``)."""
 
     type: Literal["message"] = "message"
-    role: Literal["user", "system"] = "user"
-    content: list[InputText]
+    role: Literal["user", "system", "assistant"] = "user"
+    content: list[InputText | OutputText]
+    id: str | None = None
+
+
+class FunctionCallParam(_ClientModel):
+    """A function call of the model, replayed into a new session."""
+
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
     id: str | None = None
 
 
@@ -340,13 +359,26 @@ class ConversationItemCreate(_ClientEventBase):
     """``conversation.item.create``: add a message or a function call output."""
 
     type: Literal["conversation.item.create"] = "conversation.item.create"
-    item: Annotated[MessageItemParam | FunctionCallOutputParam, Field(discriminator="type")]
+    item: Annotated[
+        MessageItemParam | FunctionCallParam | FunctionCallOutputParam,
+        Field(discriminator="type"),
+    ]
     previous_item_id: str | None = None
 
     @classmethod
     def user_text(cls, text: str, *, role: Literal["user", "system"] = "user") -> Self:
         """A ``message`` item with one ``input_text`` part (greeting cue, DTMF notice)."""
         return cls(item=MessageItemParam(role=role, content=[InputText(text=text)]))
+
+    @classmethod
+    def assistant_text(cls, text: str) -> Self:
+        """An assistant ``message`` with one ``output_text`` part (replayed history)."""
+        return cls(item=MessageItemParam(role="assistant", content=[OutputText(text=text)]))
+
+    @classmethod
+    def function_call(cls, call_id: str, name: str, arguments: str) -> Self:
+        """A ``function_call`` item (replayed history)."""
+        return cls(item=FunctionCallParam(call_id=call_id, name=name, arguments=arguments))
 
     @classmethod
     def function_output(cls, call_id: str, output: str) -> Self:

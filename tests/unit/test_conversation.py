@@ -34,6 +34,7 @@ from controller.call.conversation import (
     ModelError,
     Play,
     Playback,
+    RenewSession,
     RunTool,
     Send,
     ToolCallEnded,
@@ -636,3 +637,75 @@ def test_an_agent_line_spans_what_the_caller_heard() -> None:
     )
     conv.model_event(done_b.model_copy(), 3.1, SILENT)
     assert conv.transcript[-1].end == pytest.approx(3.0)  # no audio of item_b was received
+
+
+# --- the model session's continuity -----------------------------------------------------
+
+
+def test_a_restored_session_gets_the_conversation_replayed_in_order() -> None:
+    conv = ready(TOOLS)
+    transcript = "conversation.item.input_audio_transcription.completed"
+    conv.model_event(
+        event(transcript, item_id="u1", content_index=0, transcript="Press one?"), 1.0, SILENT
+    )
+    events = stream("tool_send_dtmf.jsonl")
+    feed(conv, events, now=2.0)
+    conv.tool_finished(_call_ids(events)[0], '{"ok":true}', 2.5, ok=True)
+    conv.session_lost(3.0)
+    assert conv.next_timer is None or conv.next_timer > 100  # nothing renews while lost
+    out = sent(conv.session_restored(4.0, expires_in=3600))
+    kinds = [
+        (e["item"]["type"], e["item"].get("role"))
+        for e in out
+        if e["type"] == "conversation.item.create"
+    ]
+    assert kinds == [("message", "user"), ("function_call", None), ("function_call_output", None)]
+    assert out[1]["item"]["arguments"] == '{"digits":"1234#"}'  # exactly as the model sent it
+    # The last thing was a tool result: the model owes an answer.
+    assert out[-1] == {"type": "response.create"}
+
+
+def test_a_response_lost_with_its_session_is_dropped_and_asked_for_again() -> None:
+    conv = ready(ConversationConfig())
+    transcript = "conversation.item.input_audio_transcription.completed"
+    conv.model_event(
+        event(transcript, item_id="u1", content_index=0, transcript="Hello?"), 1.0, SILENT
+    )
+    response_created(conv, "resp_1", 1.5)
+    conv.session_lost(2.0)
+    assert conv.active_response is None
+    out = sent(conv.session_restored(3.0))
+    assert out[0]["item"]["content"][0]["text"] == "Hello?"
+    assert out[-1] == {"type": "response.create"}  # the caller still waits for an answer
+
+
+def test_a_stalled_response_renews_the_session() -> None:
+    conv = ready(ConversationConfig(stall_seconds=10))
+    response_created(conv, "resp_1", 1.0)
+    assert conv.next_timer == 11.0
+    assert run_timers(conv, 10.9) == []
+    assert run_timers(conv, 11.0) == [RenewSession("the model stalled")]
+    assert conv.next_timer is None  # one renewal at a time
+
+
+def test_a_session_is_renewed_before_it_expires_at_a_quiet_moment() -> None:
+    conv = Conversation(ConversationConfig(), now=0.0, log=LOG)
+    conv.session_ready(0.0, expires_in=3600)
+    assert conv.next_timer == 3300.0  # five minutes early
+    response_created(conv, "resp_1", 3299.0)
+    assert run_timers(conv, 3300.0, SPEAKING) == []  # the agent speaks: not now
+    conv.model_event(
+        event("response.done", response={"id": "resp_1", "status": "completed"}), 3300.5, SILENT
+    )
+    assert run_timers(conv, 3302.0) == [RenewSession("the session expires soon")]
+
+
+def test_an_expired_session_is_renewed_not_the_end_of_the_call() -> None:
+    conv = ready(ConversationConfig())
+    expired = event(
+        "error", error={"type": "invalid_request_error", "code": "session_expired", "message": "x"}
+    )
+    assert conv.model_event(expired, 5.0, SILENT) == [
+        ModelError("session_expired"),
+        RenewSession("the session expired"),
+    ]

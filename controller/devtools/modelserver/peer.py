@@ -366,7 +366,8 @@ class PeerSession:
         self._function_calls = function_calls
         self._wav_cache = wav_cache if wav_cache is not None else {}
         self._now = now
-        self.session = default_session(record.id, record.model, int(now()) + 3600)
+        lifetime = int(config.session_max_s) if config.session_max_s else 3600
+        self.session = default_session(record.id, record.model, int(now()) + lifetime)
         self.conversation_id = ids.new("conv")
         self._items: dict[str, _Item] = {}
         self._order: list[str] = []
