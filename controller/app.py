@@ -93,6 +93,9 @@ class Controller:
         self._http_tools = HttpToolClient()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
+        #: Set by :meth:`request_drain`: no new calls are taken.
+        self.draining = False
+        self._call_ended = asyncio.Event()
         self.calls: dict[str, Call] = {}
         self._by_channel: dict[str, ChannelOwner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -168,6 +171,8 @@ class Controller:
             )
         if not self._ready.is_set():
             raise OutboundBusy("not connected to Asterisk right now; try again shortly")
+        if self.draining:
+            raise OutboundBusy("the controller is shutting down; place the call elsewhere")
         call_id = self.new_call_id()
         channel = Channel(id=f"{self.id_prefix}out-{call_id}", name=dial)
         context = CallContext(call_id, channel, outbound=OutboundCall(request, dial))
@@ -183,8 +188,38 @@ class Controller:
         return {"ari_connected": self.stream is not None, "app_registered": self._ready.is_set()}
 
     def request_stop(self) -> None:
-        """Ask :meth:`run` to end every call and return."""
+        """Ask :meth:`run` to end every call (handed back to the dialplan) and return."""
         self._stop.set()
+
+    def request_drain(self, seconds: float) -> None:
+        """Stop taking calls; stop once the live calls have ended, or after ``seconds``.
+
+        New callers are handed back to the dialplan at once
+        (``ARI_REALTIME_RESULT=controller_draining``) and new outbound calls are
+        refused. Asking again (a second SIGTERM) stops at once.
+        """
+        if self.draining:
+            log.warning("asked again while draining: stopping now %s", kv(calls=len(self.calls)))
+            self.request_stop()
+            return
+        self.draining = True
+        log.info("draining %s", kv(calls=len(self.calls), up_to_s=seconds))
+        self._spawn(self._drain(seconds))
+
+    async def _drain(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self.calls and not self._stop.is_set():
+                    self._call_ended.clear()
+                    await self._call_ended.wait()
+        if self.calls:
+            log.info("drain time is up; handing back %s", kv(calls=len(self.calls)))
+        self.request_stop()
+
+    async def _hand_back(self, channel_id: str, result: str) -> None:
+        with contextlib.suppress(AriError):
+            await self._ari.set_variable(channel_id, RESULT_VARIABLE, result)
+            await self._ari.continue_in_dialplan(channel_id)
 
     # --- channel ownership ---------------------------------------------------------
 
@@ -294,6 +329,10 @@ class Controller:
                 # One of ours whose call already ended: it must not linger.
                 self._spawn(self._delete_channel(channel.id))
                 return
+            if self.draining:
+                log.info("draining: caller handed back %s", kv(channel=channel.id))
+                self._spawn(self._hand_back(channel.id, "controller_draining"))
+                return
             self._start_call(event)
         elif not isinstance(event, StasisEnd | ChannelHangupRequest | ChannelDestroyed):
             log.debug("event for unknown channel %s", kv(type=event.type, channel=channel.id))
@@ -324,6 +363,7 @@ class Controller:
             log.exception("call failed %s", kv(call=call.call_id))
         finally:
             self.calls.pop(call.call_id, None)
+            self._call_ended.set()
             for channel_id in [c for c, owner in self._by_channel.items() if owner is call]:
                 self._by_channel.pop(channel_id, None)
 

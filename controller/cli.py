@@ -94,8 +94,9 @@ async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
 
     def started(controller: Controller, ops: Operations) -> None:
         loop = asyncio.get_running_loop()
+        # First signal: drain (no new calls, live ones finish); second: stop now.
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, controller.request_stop)
+            loop.add_signal_handler(sig, controller.request_drain, settings.drain_seconds)
 
     await serve(settings, agents, started=started)
 

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     realtime_connect_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
         10.0, validation_alias=_env("REALTIME_CONNECT_TIMEOUT")
     )
+    # On SIGTERM, live calls may finish for this long before they are handed back.
+    drain_seconds: Annotated[float, Field(ge=0, le=3_600)] = Field(
+        30.0, validation_alias=_env("DRAIN_SECONDS")
+    )
     # A session lost mid-call is reopened (and the conversation replayed) for this long.
     realtime_reconnect_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         30.0, validation_alias=_env("REALTIME_RECONNECT_SECONDS")
@@ -124,7 +128,7 @@ class Settings(BaseSettings):
     )
     protect_greeting: bool = Field(False, validation_alias=_env("PROTECT_GREETING"))
     max_call_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
-        3300, validation_alias=_env("MAX_CALL_SECONDS")
+        7200, validation_alias=_env("MAX_CALL_SECONDS")
     )
     silence_timeout_seconds: Annotated[int, Field(ge=0, le=3_600)] = Field(
         0, validation_alias=_env("SILENCE_TIMEOUT_SECONDS")
