@@ -10,7 +10,11 @@ says what to do about it.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import re
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -375,13 +379,39 @@ def _model_unreachable(where: str, exc: RealtimeConnectionError, timeout: float)
         return CheckResult("FAIL", "model", f"{where} refused the websocket: HTTP {status}{hint}")
     if isinstance(cause, TimeoutError):
         return CheckResult("FAIL", "model", f"no answer from {where} within {timeout:g}s")
-    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    reason = _plain_reason(cause, where) if cause is not None else str(exc)
     return CheckResult(
         "FAIL",
         "model",
         f"cannot reach the model at {where}: {reason}. "
         "Check REALTIME_URL and that this host may connect to it",
     )
+
+
+def _plain_reason(cause: BaseException, where: str) -> str:
+    """Why the websocket did not open, in plain words (not ``[Errno 111] Connect call failed``)."""
+    parts = urlsplit(where)
+    host = parts.hostname or where
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {host} was not accepted ({cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f"the TLS handshake with {host}:{port} failed"
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host name {host}"
+    if isinstance(cause, OSError):
+        number = cause.errno
+        if number is None:
+            # asyncio's "Multiple exceptions: [Errno 111] ... ('::1', ...), [Errno 111] ..."
+            # when every address of the name failed.
+            found = set(re.findall(r"\[Errno (\d+)\]", str(cause)))
+            number = int(found.pop()) if len(found) == 1 else None
+        if number == errno.ECONNREFUSED:
+            return f"connection refused: nothing listens on {host}:{port}"
+        if number is not None:
+            text = os.strerror(number)
+            return text[:1].lower() + text[1:]
+    return f"{type(cause).__name__}: {cause}"
 
 
 def media_address_bindable(address: str) -> bool:

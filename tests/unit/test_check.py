@@ -149,9 +149,10 @@ async def test_unreachable() -> None:
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         url = f"ws://127.0.0.1:{port}/v1/realtime"
         result = await _check_model(settings_for(url), 2.0)
-    assert result.status == "FAIL"
-    assert result.detail.startswith(f"cannot reach the model at {url}: ")
-    assert result.detail.endswith("Check REALTIME_URL and that this host may connect to it")
+    assert result.line() == (
+        f"FAIL model: cannot reach the model at {url}: connection refused: nothing listens on "
+        f"127.0.0.1:{port}. Check REALTIME_URL and that this host may connect to it"
+    )
     assert KEY not in result.line()
 
 
@@ -235,3 +236,20 @@ def test_ari_url_advice(url: str, advice: str) -> None:
         assert text == f"ARI_URL must not end in /ari (the controller adds it): {advice}"
     else:
         assert text == ""
+
+
+def test_unreachable_in_plain_words() -> None:
+    from controller.check import _plain_reason
+
+    where = "wss://realtime.example/v1/realtime"
+    both = OSError(
+        "Multiple exceptions: [Errno 111] Connect call failed ('::1', 443, 0, 0), "
+        "[Errno 111] Connect call failed ('127.0.0.1', 443)"
+    )
+    assert (
+        _plain_reason(both, where) == "connection refused: nothing listens on realtime.example:443"
+    )
+    assert _plain_reason(socket.gaierror(-2, "Name or service not known"), where) == (
+        "cannot resolve the host name realtime.example"
+    )
+    assert _plain_reason(OSError(113, "No route to host"), where) == "no route to host"
