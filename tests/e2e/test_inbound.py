@@ -123,6 +123,19 @@ ADVICE = {
             "model": "ok {model} opened a session for gpt-realtime",
         },
     ),
+    "ari_url_ends_in_ari_and_a_wrong_password": (
+        # ARI asks for credentials before it looks the path up: both get a line.
+        {"ARI_URL": "{ari}/ari", "ARI_PASSWORD": "wrong-password"},
+        (),
+        {
+            "ARI": "warn Asterisk answers at {ari}/ari, but ARI_URL must not end in /ari (the "
+            "controller adds it): set ARI_URL={ari}",
+            "credentials": "FAIL Asterisk rejected ARI user 'voicebot': check ARI_USER and "
+            "ARI_PASSWORD against a type=user section in ari.conf",
+            "modules": "skip not authenticated",
+            "app": "skip not authenticated",
+        },
+    ),
     "ari_password_not_set": (
         {},
         ("ARI_PASSWORD",),
