@@ -220,6 +220,17 @@ def parse_stasis_args(args: list[str]) -> dict[str, str]:
     return out
 
 
+def dialled_number(args: list[str], exten: str = "") -> str:
+    """The number the caller dialled: the first bare Stasis argument, else ``exten``.
+
+    The dialplan passes ``${EXTEN}`` first (``Stasis(voicebot,100,profile=sales)``
+    arrives as ``["100", "profile=sales"]``, an empty ``${ARG2}`` as ``""``);
+    a bare ``Stasis(voicebot)`` leaves only the extension the channel is at.
+    """
+    bare = [a for a in args if a and "=" not in a]
+    return bare[0] if bare else exten
+
+
 class _Fields(string.Formatter):
     """``str.format`` that leaves unknown ``{names}`` as they are."""
 

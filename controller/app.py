@@ -27,7 +27,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from controller.agents import AgentsFile, load_agents_file
+from controller.agents import AgentsFile, dialled_number, load_agents_file, parse_stasis_args
 from controller.ari.events import (
     AriEvent,
     Channel,
@@ -50,7 +50,7 @@ from controller.call.services import (
     no_count,
 )
 from controller.call.state import Outcome
-from controller.config import Settings
+from controller.config import Settings, ari_url_advice
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound, OutboundBusy
 from controller.logs import kv
 from controller.media.clock import MediaClock
@@ -257,8 +257,10 @@ class Controller:
             while not self._stop.is_set():
                 stream = AriEventStream(self._ari, self.settings.ari_app)
                 self.stream = stream
+                connected = False
                 try:
                     await stream.connect()
+                    connected = True
                     log.info("registered %s", kv(app=self.settings.ari_app))
                     await self.reconcile()
                     self._ready.set()
@@ -266,11 +268,11 @@ class Controller:
                     await self._consume(stream)
                 except AriAuthError:
                     raise
-                except (AriConnectionError, AriError) as exc:
+                except AriError as exc:
                     if self._stop.is_set():
                         break
                     self._ready.clear()
-                    log.warning("ARI connection lost, retrying in %.1fs: %s", backoff, exc)
+                    log.warning("%s", self._retry_message(exc, connected, backoff))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -283,6 +285,21 @@ class Controller:
             await self._http_tools.close()
             await self._ari.close()
             log.info("stopped")
+
+    def _retry_message(self, exc: AriError, connected: bool, backoff: float) -> str:
+        """The warning for a failed attempt: a connection that never opened is not "lost"."""
+        url = self.settings.ari_url
+        if connected:
+            return f"ARI connection lost, retrying in {backoff:.1f}s: {exc}"
+        if isinstance(exc, AriConnectionError):
+            return (
+                f"cannot reach Asterisk at {url}, retrying in {backoff:.1f}s: {exc.reason or exc}"
+            )
+        advice = ari_url_advice(url) if isinstance(exc, AriNotFound) else ""
+        return (
+            f"Asterisk at {url} refused the events websocket, retrying in {backoff:.1f}s: "
+            f"{exc}" + (f"; {advice}" if advice else "")
+        )
 
     async def _consume(self, stream: AriEventStream) -> None:
         """Dispatch events until the stream fails or a stop is requested."""
@@ -344,16 +361,18 @@ class Controller:
         call = self._call_factory(context, self.services)
         self.calls[call.call_id] = call
         self.claim_channel(event.channel.id, call)
-        log.info(
-            "StasisStart %s",
-            kv(
-                call=call.call_id,
-                channel=event.channel.name,
-                caller=event.channel.caller.number,
-                exten=event.channel.dialplan.exten if event.channel.dialplan else "",
-                args=",".join(event.args),
-            ),
-        )
+        dialplan = event.channel.dialplan
+        fields: dict[str, object] = {
+            "call": call.call_id,
+            "channel": event.channel.name,
+            "caller": event.channel.caller.number,
+            "dialled": dialled_number(context.args, dialplan.exten if dialplan else ""),
+        }
+        # The profile the dialplan asked for, if any (the "answered" line says which it got).
+        profile = parse_stasis_args(context.args).get("profile")
+        if profile:
+            fields["profile"] = profile
+        log.info("StasisStart %s", kv(**fields))
         self._spawn(self._run_call(call))
 
     async def _run_call(self, call: Call) -> None:

@@ -1,26 +1,34 @@
 """``ari-realtime check``: a preflight that says in plain words what is wrong.
 
-Each check yields one :class:`CheckResult` line. Checks that depend on an
-earlier one (modules need a reachable, authenticated ARI) are reported as
-skipped rather than as confusing follow-on failures.
+Each check yields one :class:`CheckResult` line, always in the same order
+(:data:`CHECKS`). A check that an earlier failure makes impossible (modules
+need a reachable, authenticated ARI) is reported as ``skip`` with the reason,
+never left out and never a confusing follow-on failure. A line that fails
+says what to do about it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import re
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from websockets.exceptions import InvalidStatus
 
-from controller.agents import load_agents_file
+from controller.agents import AgentsFile, load_agents_file
 from controller.ari.rest import AriClient
-from controller.config import Settings
+from controller.config import Settings, ari_url_advice
 from controller.errors import (
     AriAuthError,
     AriConnectionError,
     AriError,
+    AriNotFound,
     ConfigError,
     RealtimeConnectionError,
     RealtimeProtocolError,
@@ -44,6 +52,23 @@ REQUIRED_MODULES: dict[str, str] = {
 }
 #: One of these mixes audio in a bridge.
 BRIDGE_MODULES = ("bridge_softmix.so", "bridge_simple.so")
+#: The voices of the OpenAI Realtime API's GA models (gpt-realtime and its successors).
+REALTIME_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+#: Every line of the report, in order.
+CHECKS = ("ARI", "credentials", "modules", "app", "agents", "media", "model", "voice")
+#: The lines that need an answering, authenticated ARI.
+_ARI_DEPENDENT = ("credentials", "modules", "app")
 
 
 @dataclass(frozen=True)
@@ -60,56 +85,97 @@ class CheckResult:
 
 
 async def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[CheckResult]:
-    """Run every check and return the results in order."""
+    """Run every check and return one result per name in :data:`CHECKS`, in that order."""
     results: list[CheckResult] = []
     results.extend(await _check_ari(settings, timeout))
-    results.append(_check_agents(settings))
+    agents_result, agents = _check_agents(settings)
+    results.append(agents_result)
     results.append(_check_media(settings))
     results.append(await _check_model(settings, timeout))
+    results.append(check_voices(settings, agents))
     return results
 
 
+def _skipped(reason: str, names: tuple[str, ...] = _ARI_DEPENDENT) -> list[CheckResult]:
+    return [CheckResult("skip", name, reason) for name in names]
+
+
+def _unreachable_advice(exc: AriConnectionError) -> str:
+    """What to look at, by what failed (the reason itself is already in the line)."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientSSLError):
+        return "ARI_URL must start with http:// unless http.conf has tlsenable=yes"
+    if isinstance(cause, aiohttp.ClientConnectorError) and isinstance(
+        cause.os_error, socket.gaierror
+    ):
+        return "Check the host name in ARI_URL"
+    return "Is Asterisk running, and does http.conf have enabled=yes with this bindaddr/bindport?"
+
+
+def _password_not_set(settings: Settings) -> CheckResult:
+    return CheckResult(
+        "FAIL",
+        "credentials",
+        f"ARI_PASSWORD is not set: set it to the password of ARI user {settings.ari_user!r} "
+        f"(the [{settings.ari_user}] section with type=user in ari.conf)",
+    )
+
+
 async def _check_ari(settings: Settings, timeout: float) -> list[CheckResult]:
-    out: list[CheckResult] = []
+    """The ARI, credentials, modules and app lines (always all four)."""
+    url = settings.ari_url
     password = settings.ari_password.get_secret_value()
-    async with AriClient(settings.ari_url, settings.ari_user, password, timeout=timeout) as ari:
+    async with AriClient(url, settings.ari_user, password, timeout=timeout) as ari:
         try:
             info = await ari.info()
-        except AriConnectionError:
-            out.append(
-                CheckResult(
-                    "FAIL",
-                    "ARI",
-                    f"cannot reach Asterisk at {settings.ari_url}. Is Asterisk running, and "
-                    "does http.conf have enabled=yes with this bindaddr/bindport?",
-                )
+        except AriConnectionError as exc:
+            unreachable = CheckResult(
+                "FAIL",
+                "ARI",
+                f"cannot reach Asterisk at {url}: {exc.reason or exc}. {_unreachable_advice(exc)}",
             )
-            out.append(CheckResult("skip", "credentials", "ARI unreachable"))
-            out.append(CheckResult("skip", "modules", "ARI unreachable"))
-            out.append(CheckResult("skip", "app", "ARI unreachable"))
-            return out
+            if not password:  # known without asking Asterisk: say it now
+                missing = _password_not_set(settings)
+                return [unreachable, missing, *_skipped("ARI unreachable", ("modules", "app"))]
+            return [unreachable, *_skipped("ARI unreachable")]
         except AriAuthError:
-            out.append(CheckResult("ok", "ARI", f"Asterisk answers at {settings.ari_url}"))
-            out.append(
-                CheckResult(
+            answers = CheckResult("ok", "ARI", f"Asterisk answers at {url}")
+            advice = ari_url_advice(url)
+            if advice:  # ARI asks for credentials before it looks the path up
+                answers = CheckResult("warn", "ARI", f"Asterisk answers at {url}, but {advice}")
+            if password:
+                rejected = CheckResult(
                     "FAIL",
                     "credentials",
                     f"Asterisk rejected ARI user {settings.ari_user!r}: check ARI_USER and "
                     "ARI_PASSWORD against a type=user section in ari.conf",
                 )
-            )
-            out.append(CheckResult("skip", "modules", "not authenticated"))
-            out.append(CheckResult("skip", "app", "not authenticated"))
-            return out
+            else:
+                rejected = _password_not_set(settings)
+            return [answers, rejected, *_skipped("not authenticated", ("modules", "app"))]
+        except AriNotFound as exc:
+            advice = ari_url_advice(url)
+            if advice:
+                detail = f"{advice} (Asterisk answered {url}/ari/asterisk/info with HTTP 404)"
+            else:
+                detail = (
+                    f"Asterisk's HTTP server at {url} answers, but not ARI ({exc}): load "
+                    "res_ari.so and res_ari_asterisk.so in modules.conf; if http.conf sets "
+                    "a prefix, ARI_URL must end with it"
+                )
+            return [CheckResult("FAIL", "ARI", detail), *_skipped("no ARI at ARI_URL")]
         except AriError as exc:
-            out.append(CheckResult("FAIL", "ARI", f"unexpected answer from Asterisk: {exc}"))
-            return out
+            return [
+                CheckResult("FAIL", "ARI", f"unexpected answer from Asterisk at {url}: {exc}"),
+                *_skipped("ARI answered with an error"),
+            ]
         version = str(info.get("system", {}).get("version", "unknown"))
-        out.append(CheckResult("ok", "ARI", f"Asterisk {version} answers at {settings.ari_url}"))
-        out.append(CheckResult("ok", "credentials", f"ARI user {settings.ari_user!r} accepted"))
-        out.append(await _check_modules(ari))
-        out.append(await _check_app(ari, settings.ari_app))
-    return out
+        return [
+            CheckResult("ok", "ARI", f"Asterisk {version} answers at {url}"),
+            CheckResult("ok", "credentials", f"ARI user {settings.ari_user!r} accepted"),
+            await _check_modules(ari),
+            await _check_app(ari, settings.ari_app),
+        ]
 
 
 async def _check_modules(ari: AriClient) -> CheckResult:
@@ -154,18 +220,54 @@ async def _check_app(ari: AriClient, app: str) -> CheckResult:
     )
 
 
-def _check_agents(settings: Settings) -> CheckResult:
+def _check_agents(settings: Settings) -> tuple[CheckResult, AgentsFile | None]:
     if not settings.agents_file:
-        return CheckResult("ok", "agents", "no AGENTS_FILE: every call gets the default agent")
+        return CheckResult(
+            "ok", "agents", "no AGENTS_FILE: every call gets the default agent"
+        ), None
     try:
         agents = load_agents_file(settings.agents_file)
     except ConfigError as exc:
-        return CheckResult("FAIL", "agents", str(exc))
-    return CheckResult(
+        return CheckResult("FAIL", "agents", str(exc)), None
+    result = CheckResult(
         "ok",
         "agents",
         f"{settings.agents_file}: {len(agents.profiles)} profile(s), "
         f"{len(agents.transfer_targets)} transfer target(s), {len(agents.tools)} custom tool(s)",
+    )
+    return result, agents
+
+
+def check_voices(settings: Settings, agents: AgentsFile | None) -> CheckResult:
+    """``REALTIME_VOICE`` and every profile's ``voice`` against the model's voices.
+
+    A warning, not a failure: the list is this release's knowledge, and a
+    server other than OpenAI's may have voices of its own. OpenAI itself
+    rejects a ``session.update`` naming another voice, and the call is then
+    handed back to the dialplan.
+    """
+    model = settings.realtime_model
+    # Azure deployments and other servers have names of their own; the
+    # protocol's voices are the best guess there.
+    whose = f"{model}'s" if model.startswith("gpt-realtime") else "the Realtime API's"
+    chosen = [(f"REALTIME_VOICE={settings.realtime_voice}", settings.realtime_voice)]
+    if agents is not None:
+        chosen += [
+            (f"profile {name!r} voice={p.voice}", p.voice)
+            for name, p in agents.profiles.items()
+            if p.voice is not None
+        ]
+    unknown = [where for where, voice in chosen if voice not in REALTIME_VOICES]
+    if unknown:
+        return CheckResult(
+            "warn",
+            "voice",
+            f"{' and '.join(unknown)}: not one of {whose} voices "
+            f"({', '.join(REALTIME_VOICES)}). OpenAI rejects the session with it and calls "
+            "are handed back to the dialplan; pick one of those",
+        )
+    return CheckResult(
+        "ok", "voice", f"{' and '.join(where for where, _ in chosen)}: one of {whose} voices"
     )
 
 
@@ -212,6 +314,8 @@ async def _check_model(settings: Settings, timeout: float) -> CheckResult:
     ``error`` event (OpenAI upgrades first, then complains).
     """
     where = urlunsplit(urlsplit(settings.realtime_url)._replace(query=""))
+    # No key is sent then; a server that needs none may still open a session.
+    keyless = not settings.openai_api_key.get_secret_value()
     try:
         session = await connect_realtime(
             settings.realtime_url,
@@ -221,6 +325,13 @@ async def _check_model(settings: Settings, timeout: float) -> CheckResult:
             timeout=timeout,
         )
     except RealtimeConnectionError as exc:
+        cause = exc.__cause__
+        if (
+            keyless
+            and isinstance(cause, InvalidStatus)
+            and cause.response.status_code in (401, 403)
+        ):
+            return _key_not_set(where, f"HTTP {cause.response.status_code}")
         return _model_unreachable(where, exc, timeout)
     try:
         async with session, asyncio.timeout(timeout):
@@ -232,13 +343,27 @@ async def _check_model(settings: Settings, timeout: float) -> CheckResult:
     except RealtimeProtocolError as exc:
         return CheckResult("FAIL", "model", f"{where} does not speak the Realtime protocol: {exc}")
     if isinstance(first, SessionCreated):
-        return CheckResult("ok", "model", f"{where} opened a session for {settings.realtime_model}")
+        without = " without an API key (OPENAI_API_KEY is not set)" if keyless else ""
+        return CheckResult(
+            "ok", "model", f"{where} opened a session for {settings.realtime_model}{without}"
+        )
     if isinstance(first, ErrorEvent):
         code = first.error.code or first.type
         message = first.error.message or ""
+        if keyless:
+            return _key_not_set(where, code)
     else:
         code, message = first.type, ""
     return CheckResult("FAIL", "model", f"{where} answered with {code}: {message}".strip())
+
+
+def _key_not_set(where: str, answer: str) -> CheckResult:
+    return CheckResult(
+        "FAIL",
+        "model",
+        f"OPENAI_API_KEY is not set, and {where} wants a key ({answer}): set OPENAI_API_KEY "
+        "to your API key (Azure: the resource's key; the local model server takes any value)",
+    )
 
 
 def _model_unreachable(where: str, exc: RealtimeConnectionError, timeout: float) -> CheckResult:
@@ -254,13 +379,39 @@ def _model_unreachable(where: str, exc: RealtimeConnectionError, timeout: float)
         return CheckResult("FAIL", "model", f"{where} refused the websocket: HTTP {status}{hint}")
     if isinstance(cause, TimeoutError):
         return CheckResult("FAIL", "model", f"no answer from {where} within {timeout:g}s")
-    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    reason = _plain_reason(cause, where) if cause is not None else str(exc)
     return CheckResult(
         "FAIL",
         "model",
         f"cannot reach the model at {where}: {reason}. "
         "Check REALTIME_URL and that this host may connect to it",
     )
+
+
+def _plain_reason(cause: BaseException, where: str) -> str:
+    """Why the websocket did not open, in plain words (not ``[Errno 111] Connect call failed``)."""
+    parts = urlsplit(where)
+    host = parts.hostname or where
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {host} was not accepted ({cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f"the TLS handshake with {host}:{port} failed"
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host name {host}"
+    if isinstance(cause, OSError):
+        number = cause.errno
+        if number is None:
+            # asyncio's "Multiple exceptions: [Errno 111] ... ('::1', ...), [Errno 111] ..."
+            # when every address of the name failed.
+            found = set(re.findall(r"\[Errno (\d+)\]", str(cause)))
+            number = int(found.pop()) if len(found) == 1 else None
+        if number == errno.ECONNREFUSED:
+            return f"connection refused: nothing listens on {host}:{port}"
+        if number is not None:
+            text = os.strerror(number)
+            return text[:1].lower() + text[1:]
+    return f"{type(cause).__name__}: {cause}"
 
 
 def media_address_bindable(address: str) -> bool:

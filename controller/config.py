@@ -13,7 +13,7 @@ import platform
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -362,6 +362,21 @@ class Settings(BaseSettings):
         parts = urlsplit(self.ari_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return f"{scheme}://{parts.netloc}{parts.path}/ari/events"
+
+
+def ari_url_advice(url: str) -> str:
+    """What to do about an ``ARI_URL`` ending in ``/ari``, or ``""`` when it does not.
+
+    The REST client adds ``/ari`` itself, so ``http://pbx:8088/ari`` asks for
+    ``/ari/ari/...`` and Asterisk answers 404, which alone says nothing.
+    (An http.conf ``prefix`` goes into ARI_URL, as in ``http://pbx:8088/asterisk``.)
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path.lower().endswith("/ari"):
+        return ""
+    fixed = urlunsplit(parts._replace(path=path[: -len("/ari")], query="", fragment=""))
+    return f"ARI_URL must not end in /ari (the controller adds it): set ARI_URL={fixed}"
 
 
 def parse_port_range(value: str) -> tuple[int, int]:

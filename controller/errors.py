@@ -61,9 +61,19 @@ class AriError(AriRealtimeError):
 
 
 class AriConnectionError(AriError):
-    """Asterisk's HTTP server could not be reached (refused, reset, timeout)."""
+    """Asterisk's HTTP server could not be reached (refused, reset, timeout).
+
+    Attributes:
+        reason: why, in plain words (``connection refused: nothing listens on
+            127.0.0.1:8088``), for lines that name the URL themselves; empty
+            when the message says it all.
+    """
 
     transient = True
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AriHttpError(AriError):

@@ -10,7 +10,9 @@ most specific :class:`~controller.errors.AriHttpError` subclass.
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import socket
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -74,6 +76,8 @@ class AriClient:
         # A header rather than aiohttp.BasicAuth (deprecated in aiohttp 3.14).
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}
+        #: Seconds allowed for each request (and the events websocket's handshake).
+        self.timeout = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -134,9 +138,9 @@ class AriClient:
         except AriError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = connection_problem(exc, timeout=self.timeout)
             raise AriConnectionError(
-                f"ARI {method} {path}: cannot reach Asterisk at {self.base_url} "
-                f"({type(exc).__name__}: {exc or 'timed out'})"
+                f"ARI {method} {path}: cannot reach Asterisk at {self.base_url}: {reason}", reason
             ) from exc
 
     # --- asterisk --------------------------------------------------------------
@@ -340,6 +344,58 @@ class AriClient:
     async def destroy_bridge(self, bridge_id: str) -> None:
         """``DELETE /bridges/{bridgeId}``."""
         await self.request("DELETE", f"/bridges/{bridge_id}")
+
+
+def connection_problem(exc: BaseException, *, timeout: float | None = None) -> str:
+    """Why a connection to Asterisk failed, in plain words.
+
+    aiohttp's own messages speak of its internals (``Cannot connect to host
+    127.0.0.1:1 ssl:default [Connect call failed ...]``); an operator needs
+    what happened and where, so the message is built here from the
+    exception's type and ``errno``, never from its text.
+
+    Args:
+        exc: what aiohttp (or the OS) raised.
+        timeout: the seconds the request was allowed, for timeouts.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        verify = getattr(exc.certificate_error, "verify_message", "") or "verification failed"
+        return f"the TLS certificate of {exc.host} was not accepted ({verify})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"the TLS handshake with {exc.host}:{exc.port} failed (does it speak https?)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return f"cannot resolve the host name {exc.host}"
+        if os_error.errno == errno.ECONNREFUSED:
+            return f"connection refused: nothing listens on {where}"
+        if os_error.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"no route to {where}"
+        if os_error.errno == errno.ETIMEDOUT:
+            return f"no answer from {where}"
+        return f"cannot connect to {where}: {_plain_os_error(os_error)}"
+    if isinstance(exc, TimeoutError):  # aiohttp's timeouts derive from it
+        return f"no answer within {timeout:g}s" if timeout else "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without an HTTP answer"
+    if isinstance(exc, ConnectionResetError):
+        return "the connection was reset"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "the server's answer is not HTTP"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer broke off"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the URL is not valid"
+    if isinstance(exc, OSError):
+        return _plain_os_error(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _plain_os_error(exc: OSError) -> str:
+    """``strerror`` in lower case (``connection reset by peer``), else the text."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
 
 
 def _reason(text: str) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 
 import aiohttp
 
 from controller.ari.events import AriEvent, AriProtocolError, parse_event
-from controller.ari.rest import AriClient
+from controller.ari.rest import AriClient, connection_problem
 from controller.errors import AriConnectionError, ari_error_for_status
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,13 @@ class AriEventStream:
                 autoping=True,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise ari_error_for_status(exc.status, "GET", "/events", exc.message) from exc
+            # aiohttp's message ("Invalid response status") says nothing; the status does.
+            raise ari_error_for_status(exc.status, "GET", "/events", _phrase(exc.status)) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = connection_problem(exc, timeout=self._client.timeout)
             raise AriConnectionError(
-                f"ARI events websocket: cannot reach Asterisk at {self._client.base_url} "
-                f"({type(exc).__name__}: {exc or 'timed out'})"
+                f"ARI events websocket: cannot reach Asterisk at {self._client.base_url}: {reason}",
+                reason,
             ) from exc
 
     async def events(self) -> AsyncIterator[AriEvent]:
@@ -93,3 +96,11 @@ class AriEventStream:
         if self._ws is not None:
             await self._ws.close()
             self._ws = None
+
+
+def _phrase(status: int) -> str:
+    """``Not Found`` for 404; empty for a status HTTP does not name."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -38,7 +38,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
-from controller.agents import Agent, parse_stasis_args, resolve_agent
+from controller.agents import Agent, dialled_number, parse_stasis_args, resolve_agent
 from controller.ari.events import (
     AriEvent,
     ChannelDestroyed,
@@ -413,11 +413,10 @@ class Call:
 
     def _template_fields(self) -> dict[str, str]:
         dialplan = self.caller.dialplan
-        args = [a for a in self.args if a and "=" not in a]
         return {
             "caller_number": self.caller.caller.number,
             "caller_name": self.caller.caller.name,
-            "dialed_number": args[0] if args else (dialplan.exten if dialplan else ""),
+            "dialed_number": dialled_number(self.args, dialplan.exten if dialplan else ""),
             "date": dt.date.today().isoformat(),
             "call_id": self.call_id,
         }

@@ -9,6 +9,7 @@ import pytest
 
 from controller.agents import (
     AgentsFile,
+    dialled_number,
     fill_template,
     load_agents_file,
     parse_stasis_args,
@@ -130,6 +131,11 @@ def test_stasis_args_and_templates() -> None:
         "profile": "sales",
         "lang": "en",
     }
+    # The dialplan passes ${EXTEN} first; an empty ${ARG2} arrives as "".
+    assert dialled_number(["100", ""], "s") == "100"
+    assert dialled_number(["101", "profile=sales"], "s") == "101"
+    assert dialled_number(["profile=sales"], "101") == "101"  # no number: the extension
+    assert dialled_number([], "") == ""
     assert fill_template("{a} {b} {", {"a": "1"}) == "{a} {b} {"  # stray brace: left as is
     assert fill_template("{a} and {b}", {"a": "1"}) == "1 and {b}"
 

@@ -17,8 +17,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from controller.check import _check_model
-from controller.config import Settings, load_settings
+from controller.agents import AgentsFile
+from controller.check import _check_model, check_voices
+from controller.config import Settings, ari_url_advice, load_settings
 from controller.realtime.session import connect_realtime
 
 KEY = "sk-test-check-0123456789abcdef"
@@ -148,7 +149,107 @@ async def test_unreachable() -> None:
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         url = f"ws://127.0.0.1:{port}/v1/realtime"
         result = await _check_model(settings_for(url), 2.0)
-    assert result.status == "FAIL"
-    assert result.detail.startswith(f"cannot reach the model at {url}: ")
-    assert result.detail.endswith("Check REALTIME_URL and that this host may connect to it")
+    assert result.line() == (
+        f"FAIL model: cannot reach the model at {url}: connection refused: nothing listens on "
+        f"127.0.0.1:{port}. Check REALTIME_URL and that this host may connect to it"
+    )
     assert KEY not in result.line()
+
+
+async def test_no_key_refused(peer: Peer) -> None:
+    peer.status = HTTPStatus.UNAUTHORIZED
+    settings = load_settings(REALTIME_URL=peer.base, OPENAI_API_KEY="")
+    result = await _check_model(settings, 2.0)
+    assert result.line() == (
+        f"FAIL model: OPENAI_API_KEY is not set, and {peer.base} wants a key (HTTP 401): set "
+        "OPENAI_API_KEY to your API key (Azure: the resource's key; the local model server "
+        "takes any value)"
+    )
+    assert peer.requests[-1][1].get("Authorization") is None
+
+
+async def test_no_key_error_event(peer: Peer) -> None:
+    peer.first = BAD_KEY  # OpenAI may upgrade first and then complain
+    settings = load_settings(REALTIME_URL=peer.base, OPENAI_API_KEY="")
+    result = await _check_model(settings, 2.0)
+    assert result.detail.startswith(
+        f"OPENAI_API_KEY is not set, and {peer.base} wants a key (invalid_api_key): "
+    )
+
+
+async def test_no_key_needed(peer: Peer) -> None:
+    settings = load_settings(REALTIME_URL=peer.base, OPENAI_API_KEY="")
+    result = await _check_model(settings, 2.0)
+    assert result.line() == (
+        f"ok   model: {peer.base} opened a session for gpt-realtime without an API key "
+        "(OPENAI_API_KEY is not set)"
+    )
+
+
+# -- voices ---------------------------------------------------------------------------------
+
+
+def agents_with(**voices: str | None) -> AgentsFile:
+    return AgentsFile.model_validate({"profiles": {n: {"voice": v} for n, v in voices.items()}})
+
+
+def test_voices_of_the_model() -> None:
+    settings = load_settings(REALTIME_VOICE="cedar", REALTIME_MODEL="gpt-realtime")
+    assert check_voices(settings, agents_with(sales="ash", support=None)).line() == (
+        "ok   voice: REALTIME_VOICE=cedar and profile 'sales' voice=ash: one of gpt-realtime's "
+        "voices"
+    )
+
+
+def test_a_profile_voice_the_model_does_not_have() -> None:
+    settings = load_settings(REALTIME_VOICE="marin", REALTIME_MODEL="gpt-realtime-mini")
+    result = check_voices(settings, agents_with(sales="nova", support="fable"))
+    assert result.status == "warn"
+    assert result.detail == (
+        "profile 'sales' voice=nova and profile 'support' voice=fable: not one of "
+        "gpt-realtime-mini's voices (alloy, ash, ballad, coral, echo, sage, shimmer, verse, "
+        "marin, cedar). OpenAI rejects the session with it and calls are handed back to the "
+        "dialplan; pick one of those"
+    )
+
+
+def test_a_deployment_name_is_checked_against_the_apis_voices() -> None:
+    settings = load_settings(REALTIME_VOICE="Marin", REALTIME_MODEL="my-deployment")
+    result = check_voices(settings, None)
+    assert result.status == "warn"
+    assert result.detail.startswith("REALTIME_VOICE=Marin: not one of the Realtime API's voices")
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        ("http://127.0.0.1:8088", ""),
+        ("http://pbx:8088/asterisk", ""),  # an http.conf prefix belongs in ARI_URL
+        ("http://pbx:8088/ari", "set ARI_URL=http://pbx:8088"),
+        ("https://pbx:8089/asterisk/ari/", "set ARI_URL=https://pbx:8089/asterisk"),
+        ("http://pbx:8088/ARI", "set ARI_URL=http://pbx:8088"),
+    ],
+)
+def test_ari_url_advice(url: str, advice: str) -> None:
+    text = ari_url_advice(load_settings(ARI_URL=url).ari_url)
+    if advice:
+        assert text == f"ARI_URL must not end in /ari (the controller adds it): {advice}"
+    else:
+        assert text == ""
+
+
+def test_unreachable_in_plain_words() -> None:
+    from controller.check import _plain_reason
+
+    where = "wss://realtime.example/v1/realtime"
+    both = OSError(
+        "Multiple exceptions: [Errno 111] Connect call failed ('::1', 443, 0, 0), "
+        "[Errno 111] Connect call failed ('127.0.0.1', 443)"
+    )
+    assert (
+        _plain_reason(both, where) == "connection refused: nothing listens on realtime.example:443"
+    )
+    assert _plain_reason(socket.gaierror(-2, "Name or service not known"), where) == (
+        "cannot resolve the host name realtime.example"
+    )
+    assert _plain_reason(OSError(113, "No route to host"), where) == "no route to host"

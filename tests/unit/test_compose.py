@@ -103,10 +103,28 @@ def test_asterisk_is_built_from_the_asterisk_directory(compose: dict[str, Any]) 
     assert (ROOT / context).resolve() == ASTERISK
     text = (ROOT / context / dockerfile).read_text()
     assert re.search(r"^FROM debian:sid", text, re.M)
-    assert re.search(r"apt-get install .*asterisk", text.replace("\\\n", " "))
+    assert re.search(r"apt-get .*install .*asterisk", text.replace("\\\n", " "))
     assert "COPY *.conf /etc/asterisk/" in text
     assert "en_US_f_Allison en" in text  # the sounds/en link
     assert '"-f"' in text  # foreground
+
+
+def test_the_asterisk_image_is_reproducible() -> None:
+    """Packages come from one dated Debian snapshot, and Asterisk's version is pinned."""
+    text = (ASTERISK / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    assert re.fullmatch(r"\d{8}T\d{6}Z", args["DEBIAN_SNAPSHOT"]), args
+    assert re.fullmatch(r"\d+:22\.[\w.+~-]+", args["ASTERISK_VERSION"]), args  # Asterisk 22
+    run = text.replace("\\\n", " ")
+    # The only apt source: the base image's own (moving) one is removed first.
+    assert "rm -f /etc/apt/sources.list.d/debian.sources" in run
+    assert re.search(
+        r"deb \[check-valid-until=no\] http://snapshot\.debian\.org/archive/debian/"
+        r"\$\{DEBIAN_SNAPSHOT\} sid main\" *> /etc/apt/sources\.list",
+        run,
+    ), run
+    assert '"asterisk=${ASTERISK_VERSION}"' in run
+    assert run.index("ARG DEBIAN_SNAPSHOT") < run.index("apt-get")  # in scope for RUN
 
 
 def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
@@ -134,6 +152,47 @@ def test_every_asterisk_conf_is_mounted_where_asterisk_reads_it(compose: dict[st
         source = f"./asterisk/{name}"
         assert source in mounted, f"asterisk/{name} is not mounted"
         assert mounted[source] == f"/etc/asterisk/{name}"
+
+
+def test_site_additions_are_mounted_and_included(compose: dict[str, Any]) -> None:
+    """extensions_local.conf and pjsip_local.conf: mounted (a restart picks up an edit)."""
+    mounted = dict(_volumes(compose["services"]["asterisk"]))
+    for parent, local in (
+        ("extensions.conf", "extensions_local.conf"),
+        ("pjsip.conf", "pjsip_local.conf"),
+    ):
+        assert mounted[f"./asterisk/{local}"] == f"/etc/asterisk/{local}"
+        assert re.search(rf"^#tryinclude {local}$", (ASTERISK / parent).read_text(), re.M)
+        # Shipped as comments only: an example to adapt, nothing active.
+        lines = (ASTERISK / local).read_text().splitlines()
+        assert all(not line.strip() or line.startswith(";") for line in lines), local
+
+
+def test_the_agents_file_is_mounted_where_agents_file_points(compose: dict[str, Any]) -> None:
+    from controller.agents import load_agents_file
+
+    controller = compose["services"]["controller"]
+    target = controller["environment"]["AGENTS_FILE"]
+    mounted = dict(_volumes(controller))
+    assert mounted["./agents.toml"] == target
+    agents = load_agents_file(ROOT / "agents.toml")
+    # Every profile the dialplan asks for exists, so no call falls back to default.
+    dialplan = [
+        line.split(";", 1)[0] for line in (ASTERISK / "extensions.conf").read_text().splitlines()
+    ]
+    asked = set(re.findall(r"profile=(\w+)", "\n".join(dialplan)))
+    assert asked and asked <= set(agents.profiles), (asked, sorted(agents.profiles))
+
+
+def test_the_documented_test_call_is_the_same_everywhere(compose: dict[str, Any]) -> None:
+    """The compose file's and the README's test call (tests/e2e/test_inbound.py places it)."""
+    call = "channel originate Local/100@from-tester application Playback hello-world&silence/10"
+    assert call in COMPOSE.read_text()
+    assert call in (ROOT / "README.md").read_text()
+    dialplan = (ASTERISK / "extensions.conf").read_text()
+    from_tester = dialplan.split("\n[from-tester]\n", 1)[1].split("\n[", 1)[0]
+    assert "\nexten => 100,1," in from_tester
+    assert "load = res_clioriginate.so" in (ASTERISK / "modules.conf").read_text()
 
 
 def test_controller_runs_the_project_and_reads_dotenv(compose: dict[str, Any]) -> None:
