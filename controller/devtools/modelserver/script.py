@@ -101,7 +101,8 @@ class CallStep:
             valid JSON: a test may want a model's mistake).
         speak_first: speak before the call in the same response (output items
             0 and 1): ``True`` for the usual reply, or a :class:`SpeakStep`.
-            A response cancelled while speaking makes no call.
+            A response cancelled while speaking makes no call (and the step
+            is used up all the same, as a queued ``ScriptedCall`` is).
         call_id: the ``call_id`` (default: a new one per response).
     """
 
