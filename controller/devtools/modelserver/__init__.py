@@ -13,6 +13,16 @@ From a test::
         ...
         record = server.session  # SessionRecord: received, sent, turns, ...
 
+A session can follow a script instead, one step per response (see
+:mod:`.script`)::
+
+    server.config.script = (
+        CallStep("send_dtmf", {"digits": "2"}),
+        SilentStep(ms=6000),  # quiet on hold
+        SpeakStep(transcript="Hi, I am calling about order 1234."),
+        CallStep("report_outcome", {"status": "achieved", "summary": "..."}),
+    )
+
 From the shell: ``ari-realtime model-server --reply echo`` (see :mod:`.command`).
 """
 
@@ -26,18 +36,32 @@ from controller.devtools.modelserver.config import (
     TurnRecord,
     Validator,
 )
+from controller.devtools.modelserver.script import (
+    CallStep,
+    ScriptStep,
+    SilentStep,
+    SpeakStep,
+    load_script,
+    parse_script,
+)
 from controller.devtools.modelserver.server import ModelServer
 
 __all__ = [
+    "CallStep",
     "ClientEventRejected",
     "ModelServer",
     "ResponseRecord",
+    "ScriptStep",
     "ScriptedCall",
     "ServerConfig",
     "SessionRecord",
+    "SilentStep",
+    "SpeakStep",
     "TurnRecord",
     "Validator",
     "configure_parser",
+    "load_script",
     "main",
+    "parse_script",
     "run",
 ]

@@ -2,7 +2,8 @@
 
 This is a LOCAL TEST AND DEMO PEER, NOT A MODEL. It speaks the OpenAI
 Realtime GA protocol on ``ws://HOST:PORT/v1/realtime`` and answers every
-caller turn with an echo of the caller, a tone or a WAV file, so the
+caller turn with an echo of the caller, a tone or a WAV file (or follows a
+``--script`` of spoken replies, function calls and silences), so the
 controller can be run end to end without an OpenAI account. Point the
 controller at it with ``REALTIME_URL=ws://127.0.0.1:PORT/v1/realtime`` and
 any non-empty ``OPENAI_API_KEY``.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from controller.devtools.modelserver.audio import load_wav
 from controller.devtools.modelserver.config import ServerConfig
+from controller.devtools.modelserver.script import CallStep, SpeakStep, load_script
 from controller.devtools.modelserver.server import ModelServer
 
 __all__ = ["build_parser", "configure_parser", "config_from_args", "main", "run"]
@@ -60,6 +62,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     parser.add_argument(
         "--reply-file", type=Path, help="PCM WAV file to play as the reply (any rate)"
+    )
+    parser.add_argument(
+        "--script",
+        type=Path,
+        metavar="FILE",
+        help='JSON list of steps, one per response of each session ({"speak": ...}, '
+        '{"call": ...} or {"silent": ...}), then --reply as usual '
+        "(see the module controller.devtools.modelserver.script)",
     )
     parser.add_argument(
         "--transcript",
@@ -121,6 +131,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         if not args.reply_file.is_file():
             raise ValueError(f"--reply-file {args.reply_file} does not exist")
         load_wav(args.reply_file)  # fail now, not at the first reply
+    script = load_script(args.script) if args.script is not None else ()
+    for index, step in enumerate(script):
+        speak = step.speak_first if isinstance(step, CallStep) else step
+        if isinstance(speak, SpeakStep) and speak.file is not None:
+            try:
+                load_wav(speak.file)  # fail now, not at the step
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"--script step {index}: {exc}") from None
     if not 0 <= args.port <= 65535:
         raise ValueError("--port must be between 0 and 65535")
     if args.chunk_ms <= 0:
@@ -142,6 +160,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         speed=args.speed,
         session_max_s=args.session_max_s,
         record_events=False,
+        script=script,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from controller.devtools.modelserver.script import ScriptStep
 
 __all__ = [
     "ClientEventRejected",
@@ -79,6 +81,9 @@ class ServerConfig:
         record_events: keep every event in ``SessionRecord.received``/``sent``
             (tests); the command turns this off and keeps only recent sessions,
             so a long demo does not grow without bound.
+        script: what each response of a session does, in order (speak, call a
+            function, stay silent; see :mod:`.script`); then the reply above.
+            Each session copies it when it opens: a change applies to the next.
     """
 
     host: str = "127.0.0.1"
@@ -99,6 +104,7 @@ class ServerConfig:
     open_delay_s: float = 0.0
     seed: int | None = None
     record_events: bool = True
+    script: Sequence[ScriptStep] = ()
 
 
 @dataclass(frozen=True)
@@ -132,11 +138,16 @@ class TurnRecord:
 
 @dataclass
 class ResponseRecord:
-    """One response the server produced."""
+    """One response the server produced.
+
+    ``kind`` ``silent``: a response without output (a script's silent step;
+    ``item_id`` is then empty). ``step``: the index of the script step that
+    made it (None: the configured reply or a queued function call).
+    """
 
     id: str
     trigger: Literal["turn", "response.create"]
-    kind: Literal["audio", "text", "function_call"]
+    kind: Literal["audio", "text", "function_call", "silent"]
     item_id: str
     status: str = "in_progress"
     reason: str | None = None
@@ -146,6 +157,7 @@ class ResponseRecord:
     instructions: str | None = None
     function_name: str | None = None
     call_id: str | None = None
+    step: int | None = None
 
 
 @dataclass

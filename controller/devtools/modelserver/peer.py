@@ -30,6 +30,9 @@ What it imitates, and how (see realtime-protocol.md for the real API):
   chunk a transcript delta and an audio delta (both with an ``obfuscation``
   field), then the ``done`` events, ``response.done`` with usage and
   ``rate_limits.updated``. A scripted function call replaces the next reply.
+* A session's script (``ServerConfig.script``, :mod:`.script`): each response
+  takes the next step: speak, call a function (optionally speaking first) or
+  stay silent (``response.created`` then ``response.done`` with no output).
 * Refusals: ``input_audio_buffer_commit_empty`` (< 100 ms),
   ``conversation_already_has_active_response``, ``response_cancel_not_active``,
   truncate past the audio sent (``invalid_value``: "Audio content of Nms is
@@ -75,6 +78,7 @@ from controller.devtools.modelserver.config import (
     TurnRecord,
     Validator,
 )
+from controller.devtools.modelserver.script import CallStep, ScriptStep, SilentStep, SpeakStep
 from controller.devtools.modelserver.vad import EnergyVad, SpeechStarted, SpeechStopped
 
 __all__ = ["IdFactory", "PeerSession", "default_session"]
@@ -383,6 +387,12 @@ class PeerSession:
         self._buffered_ms = 0.0  # since the last commit or clear (what commit checks)
         self._vad: EnergyVad | None = None
         self._speech_item: str | None = None
+        # The script: steps left, the index of the first, uses of it, and the
+        # input audio time (ms) at which it became current.
+        self._script: deque[ScriptStep] = deque(config.script)
+        self._step_index = 0
+        self._step_uses = 0
+        self._step_began_ms = 0.0
         self._rebuild_vad()
         self._handlers: dict[str, Callable[[Event], None]] = {
             "session.update": self._session_update,
@@ -1158,10 +1168,40 @@ class PeerSession:
         item_id = self.ids.new("item")
         instructions = params.get("instructions")
         then_call: ScriptedCall | None = None
-        if self._function_calls and self._function_calls[0].speak_first and modalities != ["text"]:
-            then_call = self._function_calls.popleft()
-        elif self._function_calls:
+        call: ScriptedCall | None = None
+        speak: SpeakStep | None = None
+        step_index: int | None = None
+        if self._function_calls:
             call = self._function_calls.popleft()
+        elif (taken := self._take_step()) is not None:
+            step_index, step = taken
+            if isinstance(step, SilentStep):
+                record = ResponseRecord(
+                    id=response_id,
+                    trigger=trigger,
+                    kind="silent",
+                    item_id="",
+                    instructions=instructions,
+                    status="completed",
+                    step=step_index,
+                )
+                self.record.responses.append(record)
+                self._response_done(response, "completed", None, [], audio_ms=0.0, text="")
+                return
+            if isinstance(step, CallStep):
+                call = ScriptedCall(
+                    name=step.name,
+                    arguments=step.arguments_json,
+                    call_id=step.call_id or self.ids.new("call")[:32],
+                    speak_first=step.speak_first is not False,
+                )
+                if isinstance(step.speak_first, SpeakStep):
+                    speak = step.speak_first
+            else:
+                speak = step
+        if call is not None and call.speak_first and modalities != ["text"]:
+            then_call = call
+        elif call is not None:
             record = ResponseRecord(
                 id=response_id,
                 trigger=trigger,
@@ -1170,11 +1210,14 @@ class PeerSession:
                 instructions=instructions,
                 function_name=call.name,
                 call_id=call.call_id,
+                step=step_index,
             )
             self.record.responses.append(record)
             self._function_call(response, record, call)
             return
         transcript = self.config.transcript
+        if speak is not None and speak.transcript is not None:
+            transcript = speak.transcript
         if modalities == ["text"]:
             record = ResponseRecord(
                 id=response_id,
@@ -1183,12 +1226,13 @@ class PeerSession:
                 item_id=item_id,
                 instructions=instructions,
                 transcript=transcript,
+                step=step_index,
             )
             self.record.responses.append(record)
             self._text_response(response, record, transcript)
             return
         fmt = AudioFormat.from_session(out_format)
-        audio = fmt.encode(self._reply_samples(fmt.rate))
+        audio = fmt.encode(self._reply_samples(fmt.rate, speak))
         record = ResponseRecord(
             id=response_id,
             trigger=trigger,
@@ -1199,6 +1243,7 @@ class PeerSession:
             audio_ms_total=len(audio) / fmt.bytes_per_ms,
             function_name=then_call.name if then_call else None,
             call_id=then_call.call_id if then_call else None,
+            step=step_index,
         )
         self.record.responses.append(record)
         item: Event = {
@@ -1239,18 +1284,50 @@ class PeerSession:
         if not audio:
             self._finish(active, "completed")
 
-    def _reply_samples(self, rate: int) -> Samples:
+    def _take_step(self) -> tuple[int, ScriptStep] | None:
+        """The script step for the response being made (and its index), if any left."""
+        while self._script:
+            step = self._script[0]
+            index = self._step_index
+            if isinstance(step, SilentStep) and step.ms is not None:
+                if self._audio_ms - self._step_began_ms < step.ms:
+                    return index, step
+                # The window is over: the next step became current when it ended.
+                self._next_step(self._step_began_ms + step.ms)
+                continue
+            self._step_uses += 1
+            if not isinstance(step, SilentStep) or self._step_uses >= step.turns:
+                self._next_step(self._audio_ms)
+            return index, step
+        return None
+
+    def _next_step(self, began_ms: float) -> None:
+        self._script.popleft()
+        self._step_index += 1
+        self._step_uses = 0
+        self._step_began_ms = began_ms
+
+    def _reply_samples(self, rate: int, speak: SpeakStep | None = None) -> Samples:
         config = self.config
+        if speak is not None and speak.file is not None:
+            return self._wav(speak.file, rate)
+        if speak is not None and (speak.tone_hz is not None or speak.tone_ms is not None):
+            hz = speak.tone_hz if speak.tone_hz is not None else config.tone_hz
+            ms = speak.tone_ms if speak.tone_ms is not None else config.tone_ms
+            return tone(hz, ms, rate, level_dbfs=config.tone_dbfs)
         if config.reply == "echo" and self._last_utterance is not None:
             samples, src_rate = self._last_utterance
             return resample(samples, src_rate, rate)
         if config.reply == "file" and config.reply_file:
-            key = (config.reply_file, rate)
-            if key not in self._wav_cache:
-                samples, src_rate = load_wav(config.reply_file)
-                self._wav_cache[key] = resample(samples, src_rate, rate)
-            return self._wav_cache[key]
+            return self._wav(config.reply_file, rate)
         return tone(config.tone_hz, config.tone_ms, rate, level_dbfs=config.tone_dbfs)
+
+    def _wav(self, path: str, rate: int) -> Samples:
+        key = (path, rate)
+        if key not in self._wav_cache:
+            samples, src_rate = load_wav(path)
+            self._wav_cache[key] = resample(samples, src_rate, rate)
+        return self._wav_cache[key]
 
     def _finish(
         self,

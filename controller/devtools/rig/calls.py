@@ -157,14 +157,16 @@ async def set_phone_script(
     """Say what the rig's phone does when the PBX calls ``PJSIP/NAME@tester``
     (``name="phone"``: plain ``PJSIP/tester``). Clears what an earlier test set.
 
-    answer: ``yes``, ``busy`` (486) or ``no`` (rings until cancelled).
-    Results land under ``rig_id`` (default: ``name``).
+    answer: ``yes``, ``busy`` (486), ``no`` (rings until cancelled) or
+    ``fail`` (503). Results land under ``rig_id`` (default: ``name``).
+    The names of the outbound destinations (``company``, ``voicemail``,
+    ``busy``, ``noanswer``, ``fail``: :mod:`.company`) run their own scripts.
     """
     _check_id(name, "name")
     if rig_id is not None:
         _check_id(rig_id, "rig_id")
-    if answer not in ("yes", "busy", "no"):
-        raise ValueError(f"answer must be yes, busy or no: {answer!r}")
+    if answer not in ("yes", "busy", "no", "fail"):
+        raise ValueError(f"answer must be yes, busy, no or fail: {answer!r}")
     values = {f"RIG_IN_{name}_{key}": "" for key in _PHONE_KEYS}
     for var, value in (script or Script()).variables().items():
         values[f"RIG_IN_{name}_{var.removeprefix('RIG_')}"] = value

@@ -42,6 +42,7 @@ REQUIRED_MODULES = (
     "format_pcm.so",
     "format_gsm.so",
     "res_timing_timerfd.so",
+    "app_amd.so",
     "app_mixmonitor.so",
     "app_playback.so",
     "app_read.so",
@@ -55,6 +56,8 @@ REQUIRED_MODULES = (
     "func_logic.so",
     "func_channel.so",
     "func_timeout.so",
+    "func_strings.so",
+    "func_math.so",
 )
 
 
