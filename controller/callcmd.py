@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
     call.add_argument(
         "--on-machine",
         choices=("hangup", "leave_message", "continue"),
-        help="what to do when an answering machine answers (default hangup)",
+        help="what to do when an answering machine answers (default continue: no detection)",
     )
     call.add_argument("--message", help="the message to leave (with --on-machine leave_message)")
     call.add_argument(

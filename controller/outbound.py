@@ -47,7 +47,7 @@ class OutboundRequest(BaseModel):
     caller_id: str | None = Field(None, max_length=80)
     ring_timeout: int = Field(30, ge=5, le=180)
     max_duration: int | None = Field(None, ge=10, le=86_400)
-    on_machine: OnMachine = "hangup"
+    on_machine: OnMachine = "continue"
     machine_message: str | None = Field(None, max_length=2000)
     webhook_url: str | None = Field(None, max_length=2000, pattern=r"^https?://")
 

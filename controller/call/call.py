@@ -478,7 +478,7 @@ class Call:
             return
         chunk = self._input_convert.convert(bytes(pending))
         pending.clear()
-        if self._model is not None:
+        if self._model is not None and (conversation is None or conversation.forwards_audio):
             self._model.send_audio(chunk)
 
     # --- carrying out the conversation's actions ---------------------------------------------

@@ -109,6 +109,10 @@ QUIET_ERROR_CODES = frozenset(
 )
 GREETING_INSTRUCTIONS = "Greet the caller now. Say exactly this, then wait for them: {greeting}"
 GOODBYE_INSTRUCTIONS = "Say a short, polite goodbye to the caller now."
+#: An answering machine's greeting and beep are over once it has been quiet this long.
+BEEP_QUIET_SECONDS = 1.0
+#: The message is left after this long at the latest, quiet or not.
+BEEP_WAIT_SECONDS = 20.0
 MESSAGE_INSTRUCTIONS = (
     "You reached an answering machine and its beep has sounded. Say exactly this "
     "message, clearly, then stop: {message}"
@@ -414,6 +418,8 @@ class Conversation:
         self.keys: list[Keys] = []
         self._renewing = False
         self._renew_at: float | None = None
+        self._message: str | None = None  # for an answering machine, after its beep
+        self._message_by: float | None = None
         self._caller_speaking = False
         self._last_model_event = now
         #: What the call achieved (outbound calls; None until reported).
@@ -439,8 +445,9 @@ class Conversation:
 
     @property
     def wants_caller_level(self) -> bool:
-        """True while a barge-in decision waits: report loud caller frames then."""
-        return self._gate_poll_at is not None
+        """True while a barge-in decision, or a machine's beep, waits: report
+        loud caller frames then."""
+        return self._gate_poll_at is not None or self._message is not None
 
     @property
     def active_response(self) -> str | None:
@@ -460,6 +467,7 @@ class Conversation:
                 self._goodbye_check_at(),
                 self._limit_due(),
                 self._renew_due(),
+                self._beep_due(),
             )
             if t is not None
         ]
@@ -582,12 +590,29 @@ class Conversation:
             turn.first_frame = now - self.started
 
     def machine_answered(self, message: str, now: float) -> list[Action]:
-        """An answering machine took the call and its beep has passed: leave
-        ``message`` (said as given), then end the call."""
+        """An answering machine took the call: wait until its greeting and beep
+        are over (the far end quiet for :data:`BEEP_QUIET_SECONDS`, at most
+        :data:`BEEP_WAIT_SECONDS`), then leave ``message`` and end the call.
+
+        Meanwhile nothing the machine says reaches the model
+        (:attr:`forwards_audio` is False): it must not answer a greeting.
+        """
         if self._stopped:
             return []
         self._agent_spoke = True  # no hold limit: the agent is about to speak
         self.result = CallResult("voicemail", "left a message")
+        self._message = message
+        self._message_by = now + BEEP_WAIT_SECONDS
+        self._caller_loud_at = now
+        return []
+
+    @property
+    def forwards_audio(self) -> bool:
+        """False while the far end's audio must not reach the model (a machine's greeting)."""
+        return self._message is None
+
+    def _leave_message(self, now: float) -> list[Action]:
+        message, self._message, self._message_by = self._message or "", None, None
         params = ResponseParams(
             instructions=MESSAGE_INSTRUCTIONS.format(message=message), tool_choice="none"
         )
@@ -663,7 +688,15 @@ class Conversation:
         renew_due = self._renew_due()
         if not self._stopped and renew_due is not None and now >= renew_due:
             actions += self._check_renewal(now, playback)
+        beep_due = self._beep_due()
+        if self._ready and beep_due is not None and now >= beep_due:
+            actions += self._leave_message(now)
         return actions
+
+    def _beep_due(self) -> float | None:
+        if self._message is None or self._message_by is None:
+            return None
+        return min(self._caller_loud_at + BEEP_QUIET_SECONDS, self._message_by)
 
     # --- the model session's continuity ---------------------------------------------------
 

@@ -10,7 +10,6 @@ Asterisk's own timer).
 :meth:`Dialer.detect_machine` sends the answered channel through the
 dialplan context ``OUTBOUND_AMD_CONTEXT`` (``ari-realtime-amd`` in
 ``asterisk/extensions.conf``): Asterisk's ``AMD()`` listens to the greeting,
-and for ``leave_message`` ``WaitForSilence()`` lets the machine's beep pass;
 then ``Stasis()`` hands the channel back with the verdict in its arguments
 (``amd,CALL_ID,AMDSTATUS,AMDCAUSE``). The StasisEnd in between is expected
 and does not end the call.
@@ -175,7 +174,6 @@ class Dialer:
         variables = {
             "ARI_REALTIME_APP": self._app,
             "ARI_REALTIME_CALL": self._call_id,
-            "ARI_REALTIME_BEEP": "yes" if self.request.on_machine == "leave_message" else "no",
         }
         for name, value in variables.items():
             await self._ari.set_variable(self.channel_id, name, value)

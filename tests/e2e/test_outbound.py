@@ -34,7 +34,7 @@ from controller.serve import Operations, serve
 from tests.e2e.conftest import controller_env
 
 TOKEN = "e2e-outbound-token-0123456789"
-ALLOW = r"PJSIP/(company|busyline|noanswer|quiet)@tester PJSIP/ghost"
+ALLOW = r"PJSIP/(company|busyline|noanswer|quiet|voicemail)@tester PJSIP/ghost"
 
 
 def free_port() -> int:
@@ -80,11 +80,13 @@ async def outbound(
             DATABASE_URL=sqlite_url,
             HTTP_LISTEN=f"127.0.0.1:{free_port()}",
             HTTP_TOKEN=TOKEN,
-            OUTBOUND_ALLOW=ALLOW,
-            VAD_PREFIX_MS="100",
-            VAD_SILENCE_MS="300",
-            OUTBOUND_VAD_SILENCE_MS="300",
-            **extra,
+            **{
+                "OUTBOUND_ALLOW": ALLOW,
+                "VAD_PREFIX_MS": "100",
+                "VAD_SILENCE_MS": "300",
+                "OUTBOUND_VAD_SILENCE_MS": "300",
+                **extra,
+            },
         )
         up: list[tuple[Controller, Operations]] = []
         task = asyncio.create_task(

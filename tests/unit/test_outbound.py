@@ -200,11 +200,17 @@ def test_once_the_agent_speaks_the_hold_limit_is_off() -> None:
 def test_an_answering_machine_gets_the_message_then_the_call_ends() -> None:
     conv = Conversation(OUTBOUND, now=0.0, log=LOG)
     conv.session_ready(0.0)
-    actions = conv.machine_answered("Please call Ada back on 555-0100.", 1.0)
+    assert conv.machine_answered("Please call Ada back on 555-0100.", 1.0) == []
+    assert not conv.forwards_audio and conv.wants_caller_level  # the greeting: listen only
+    conv.caller_loud(1.5)  # the greeting goes on
+    conv.caller_loud(3.0)  # the beep
+    assert run_timers(conv, 3.9) == []
+    actions = run_timers(conv, 4.0)  # quiet for a second: the beep is over
     (send,) = [a.event.to_dict() for a in actions if isinstance(a, Send)]
+    assert conv.forwards_audio
     assert send["response"]["instructions"].endswith("Please call Ada back on 555-0100.")
     assert send["response"]["tool_choice"] == "none"
     assert conv.result == CallResult("voicemail", "left a message")
-    assert run_timers(conv, 2.0) == [
+    assert run_timers(conv, 5.0) == [
         EndCall(Outcome.AGENT_HUNG_UP, "left a message on the answering machine")
     ]
