@@ -158,7 +158,7 @@ def _check_agents(settings: Settings) -> CheckResult:
     if not settings.agents_file:
         return CheckResult("ok", "agents", "no AGENTS_FILE: every call gets the default agent")
     try:
-        agents = load_agents_file(settings.agents_file)
+        agents = load_agents_file(settings.agents_file, settings=settings)
     except ConfigError as exc:
         return CheckResult("FAIL", "agents", str(exc))
     return CheckResult(
