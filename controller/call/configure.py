@@ -23,7 +23,8 @@ def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
     return ConversationConfig(
         greeting=agent.greeting,
         dtmf_to_model=agent.dtmf_to_model,
-        tools=frozenset(agent.tools),
+        # MCP servers are called by the API, never as a function of ours.
+        tools=frozenset(t for t in agent.tools if t not in agent.mcp_servers),
         transfer_targets=frozenset(agent.transfer_targets),
         http_tools=frozenset(agent.http_tools),
         barge_in_min_ms=settings.barge_in_min_ms,

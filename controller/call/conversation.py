@@ -934,7 +934,7 @@ class Conversation:
             label = item.server_label or "mcp"
             if isinstance(item, McpListToolsItem):
                 record.name = f"{label}.mcp_list_tools"
-                if record.finished is not None and not record.refused:
+                if not record.refused:  # the tools found (the item may come after completed)
                     record.result = _tools_result(item)
             else:
                 record.name = f"{label}.{item.name}"
@@ -1010,7 +1010,8 @@ class Conversation:
         responses = self._responses
         if not responses.idle_prompt_next:
             return []  # a response started meanwhile
-        if not self._ready or responses.active is not None or self._goodbye is not None:
+        busy = responses.active is not None or self._tools_running or self._goodbye is not None
+        if not self._ready or busy:
             responses.idle_prompt_next = False
             return []
         params = ResponseParams(instructions=IDLE_PROMPT_INSTRUCTIONS)

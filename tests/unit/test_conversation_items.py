@@ -337,3 +337,14 @@ def test_an_ended_call_is_not_prompted() -> None:
     conv.stop()
     assert conv.next_timer is None and conv.timer(6.0, SILENT) == []
     assert EndCall(Outcome.AGENT_HUNG_UP, "x") != EndCall(Outcome.FAILED, "x")
+
+
+def test_the_tools_found_are_kept_whichever_comes_first() -> None:
+    conv = ready()
+    events = stream("mcp_call")
+    listing = [e for e in events if "item_Mlist0000000001" in e.model_dump_json()]
+    # conversation.item.done (with the tools) before mcp_list_tools.completed.
+    done, completed = listing[-1], listing[-2]
+    assert (done.type, completed.type) == ("conversation.item.done", "mcp_list_tools.completed")
+    feed(conv, [*listing[:-2], done, completed])
+    assert json.loads(conv.tool_calls[0].result) == {"ok": True, "tools": ["find_customer"]}

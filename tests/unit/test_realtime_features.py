@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from controller.agents import AgentsFile, load_agents_file, resolve_agent
-from controller.call.configure import outbound_agent, session_update
+from controller.call.configure import conversation_config, outbound_agent, session_update
 from controller.config import ENV_NAMES, Settings, load_settings
 from controller.errors import ConfigError
 from controller.outbound import OutboundRequest
@@ -252,6 +252,9 @@ def test_mcp_servers_are_passed_with_headers_from_the_environment(tmp_path: Path
     assert "Bearer crm-secret-token" in agents.secrets()
     built = ev.McpTool(server_label="x", server_url="https://x", headers={"A": "s3cret"})
     assert "s3cret" not in repr(built)
+    # The model cannot call a server as if it were a function of the controller.
+    agent, _ = resolve_agent(settings, agents, "sales", FIELDS)
+    assert conversation_config(agent, settings).tools == frozenset({"hangup"})
 
 
 @pytest.mark.parametrize(
