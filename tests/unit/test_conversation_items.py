@@ -33,7 +33,7 @@ from controller.call.conversation import (
     TranscriptLine,
     TurnEnded,
 )
-from controller.call.state import Outcome
+from controller.media.playout import Cut, Playout
 from controller.realtime.events import (
     ResponseOutputAudioDelta,
     ResponseOutputAudioDone,
@@ -336,7 +336,6 @@ def test_an_ended_call_is_not_prompted() -> None:
     conv.model_event(stream("idle_timeout")[0], 5.0, SILENT)
     conv.stop()
     assert conv.next_timer is None and conv.timer(6.0, SILENT) == []
-    assert EndCall(Outcome.AGENT_HUNG_UP, "x") != EndCall(Outcome.FAILED, "x")
 
 
 def test_the_tools_found_are_kept_whichever_comes_first() -> None:
@@ -348,3 +347,22 @@ def test_the_tools_found_are_kept_whichever_comes_first() -> None:
     assert (done.type, completed.type) == ("conversation.item.done", "mcp_list_tools.completed")
     feed(conv, [*listing[:-2], done, completed])
     assert json.loads(conv.tool_calls[0].result) == {"ok": True, "tools": ["find_customer"]}
+
+
+def test_the_playout_cuts_only_the_item_playing_and_the_core_truncates_it() -> None:
+    """Playout and core together: the preamble ended and played out, the answer plays."""
+    playout = Playout()
+    playout.enqueue(PREAMBLE, b"\x10" * 3200)  # 400 ms
+    playout.end_item(PREAMBLE)
+    playout.enqueue(ANSWER, b"\x11" * 16000)  # 2 s received, still streaming
+    for _ in range(20 + 35):  # the preamble, then 700 ms of the answer
+        playout.next_frame()
+    assert playout.current_item == ANSWER
+    cuts = playout.flush()
+    assert cuts == [Cut(ANSWER, played_ms=700, received_ms=2000, discarded_ms=1300)]
+    assert playout.played_ms(PREAMBLE) == 400
+    conv = ready()
+    heard = [Heard(c.item_id, c.played_ms, c.received_ms) for c in cuts if not c.finished]
+    assert [(e["item_id"], e["audio_end_ms"]) for e in sent(conv.interrupted(heard))] == [
+        (ANSWER, 700)
+    ]
