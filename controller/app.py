@@ -108,7 +108,7 @@ class Controller:
         #: Profiles, transfer targets and custom tools (``AGENTS_FILE``).
         self.agents: AgentsFile | None = agents
         if agents is None and settings.agents_file:
-            self.agents = load_agents_file(settings.agents_file)
+            self.agents = load_agents_file(settings.agents_file, settings=settings)
         #: What may be dialled (``OUTBOUND_ALLOW`` and friends).
         self.outbound = OutboundPolicy(
             settings.outbound_patterns,

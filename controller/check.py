@@ -226,7 +226,7 @@ def _check_agents(settings: Settings) -> tuple[CheckResult, AgentsFile | None]:
             "ok", "agents", "no AGENTS_FILE: every call gets the default agent"
         ), None
     try:
-        agents = load_agents_file(settings.agents_file)
+        agents = load_agents_file(settings.agents_file, settings=settings)
     except ConfigError as exc:
         return CheckResult("FAIL", "agents", str(exc)), None
     result = CheckResult(

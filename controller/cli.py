@@ -106,11 +106,15 @@ def cmd_run(settings: Settings) -> int:
     from controller.logs import setup_logging
 
     try:
-        agents = load_agents_file(settings.agents_file) if settings.agents_file else None
+        agents = (
+            load_agents_file(settings.agents_file, settings=settings)
+            if settings.agents_file
+            else None
+        )
     except ConfigError as exc:
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, _secrets(settings))
+    setup_logging(settings.log_level, _secrets(settings) + (agents.secrets() if agents else []))
     try:
         asyncio.run(_serve(settings, agents))
     except ConfigError as exc:  # found while opening: store, prices, HTTP_LISTEN

@@ -31,6 +31,12 @@ from controller.store.url import parse_database_url, url_password
 AudioMode = Literal["pcmu", "pcm24k"]
 VadType = Literal["server_vad", "semantic_vad"]
 Eagerness = Literal["low", "medium", "high", "auto"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
+NoiseReduction = Literal["near_field", "far_field", "off"]
+#: ``IDLE_TIMEOUT_MS``: the range the Realtime API accepts.
+IDLE_TIMEOUT_RANGE_MS = (5_000, 30_000)
+PROMPT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+PROMPT_VERSION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 #: Settings whose values must never be printed.
 #: WEBHOOK_URL is here because it may carry credentials or a token in its query.
@@ -93,6 +99,15 @@ class Settings(BaseSettings):
         "gpt-4o-mini-transcribe", validation_alias=_env("TRANSCRIPTION_MODEL")
     )
     transcription_language: str = Field("", validation_alias=_env("TRANSCRIPTION_LANGUAGE"))
+    # Reasoning models (gpt-realtime-2); unset: the model's default, nothing sent.
+    realtime_reasoning_effort: ReasoningEffort | None = Field(
+        None, validation_alias=_env("REALTIME_REASONING_EFFORT")
+    )
+    # A stored prompt (session.prompt); unset: none.
+    realtime_prompt_id: str = Field("", validation_alias=_env("REALTIME_PROMPT_ID"))
+    realtime_prompt_version: str = Field("", validation_alias=_env("REALTIME_PROMPT_VERSION"))
+    # off: nothing sent (the API's default is no noise reduction).
+    noise_reduction: NoiseReduction = Field("off", validation_alias=_env("NOISE_REDUCTION"))
 
     # --- Turn detection ----------------------------------------------------------
     vad_type: VadType = Field("server_vad", validation_alias=_env("VAD_TYPE"))
@@ -106,6 +121,8 @@ class Settings(BaseSettings):
         300, validation_alias=_env("VAD_PREFIX_MS")
     )
     vad_eagerness: Eagerness = Field("auto", validation_alias=_env("VAD_EAGERNESS"))
+    # Server VAD only: the model prompts the caller after this much silence.
+    idle_timeout_ms: int | None = Field(None, validation_alias=_env("IDLE_TIMEOUT_MS"))
 
     # --- Media -------------------------------------------------------------------
     media_address: str = Field("127.0.0.1", validation_alias=_env("MEDIA_ADDRESS"))
@@ -182,6 +199,60 @@ class Settings(BaseSettings):
         SecretStr(""), validation_alias=_env("HTTP_TOKEN"), validate_default=True
     )
     webhook_url: str = Field("", validation_alias=_env("WEBHOOK_URL"))
+
+    @field_validator("realtime_reasoning_effort", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("realtime_prompt_id")
+    @classmethod
+    def _check_prompt_id(cls, value: str) -> str:
+        value = value.strip()
+        if value and not PROMPT_ID_PATTERN.match(value):
+            raise ValueError(
+                "must be a stored prompt's id such as pmpt_abc123 (letters, digits, _ -)"
+            )
+        return value
+
+    @field_validator("realtime_prompt_version")
+    @classmethod
+    def _check_prompt_version(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value and not PROMPT_VERSION_PATTERN.match(value):
+            raise ValueError("must be a prompt version such as 3 (letters, digits, . _ -)")
+        if value and not info.data.get("realtime_prompt_id", "x"):
+            raise ValueError("needs REALTIME_PROMPT_ID (the prompt it is a version of)")
+        return value
+
+    @field_validator("idle_timeout_ms", mode="before")
+    @classmethod
+    def _check_idle_timeout(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or (isinstance(value, str) and value.strip() in ("", "0")) or value == 0:
+            return None  # unset: no idle timeout
+        low, high = IDLE_TIMEOUT_RANGE_MS
+        try:
+            ms = int(str(value).strip())
+        except ValueError:
+            ms = 0
+        if not low <= ms <= high:
+            raise ValueError(
+                f"must be milliseconds from {low} to {high} (what the API accepts), or 0 for none"
+            )
+        if info.data.get("vad_type", "server_vad") != "server_vad":
+            raise ValueError("works only with VAD_TYPE=server_vad")
+        return ms
+
+    @field_validator("silence_timeout_seconds")
+    @classmethod
+    def _check_silence_after_idle(cls, value: int, info: ValidationInfo) -> int:
+        idle = info.data.get("idle_timeout_ms")
+        if value and idle and value * 1000 <= idle:
+            raise ValueError(
+                f"must be longer than IDLE_TIMEOUT_MS ({idle} ms), or the call ends before "
+                "the agent asks whether the caller is still there"
+            )
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

@@ -430,7 +430,7 @@ class Call:
             session = await connect_realtime(
                 settings.realtime_url,
                 settings.openai_api_key,
-                settings.realtime_model,
+                agent.model,
                 azure=settings.is_azure,
                 timeout=settings.realtime_connect_timeout,
             )
@@ -446,7 +446,7 @@ class Call:
                 with contextlib.suppress(RealtimeError, OSError):
                     await session.close()
                 raise
-            self._log.info("model ready %s", kv(model=settings.realtime_model))
+            self._log.info("model ready %s", kv(model=agent.model))
             return session
 
         def on_event(event: ServerEvent) -> None:
@@ -583,7 +583,7 @@ class Call:
             caller_name=fields["caller_name"],
             dialled_number=fields["dialed_number"],
             profile=self.agent.profile if self.agent else "",
-            model=self.settings.realtime_model,
+            model=self.agent.model if self.agent else self.settings.realtime_model,
             caller_channel_id=self.caller_channel_id,
             bridge_id=self.bridge_id,
             external_channel_id=self.external_channel_id,

@@ -2,7 +2,8 @@
 
 :func:`conversation_config` is what the conversation core may do;
 :func:`session_update` is the ``session.update`` the model session starts
-with (the agent's voice, turn detection, tools and instructions).
+with (the agent's model, voice, turn detection, tools, instructions or stored
+prompt, reasoning effort and noise reduction).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from controller.call.conversation import ConversationConfig
 from controller.call.tools import build_instructions, declarations
 from controller.config import Settings
 from controller.outbound import OutboundRequest, outbound_instructions
-from controller.realtime.events import SessionUpdate, build_session_update
+from controller.realtime.events import Prompt, PromptText, SessionUpdate, build_session_update
 
 
 def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
@@ -22,7 +23,8 @@ def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
     return ConversationConfig(
         greeting=agent.greeting,
         dtmf_to_model=agent.dtmf_to_model,
-        tools=frozenset(agent.tools),
+        # MCP servers are called by the API, never as a function of ours.
+        tools=frozenset(t for t in agent.tools if t not in agent.mcp_servers),
         transfer_targets=frozenset(agent.transfer_targets),
         http_tools=frozenset(agent.http_tools),
         barge_in_min_ms=settings.barge_in_min_ms,
@@ -52,8 +54,15 @@ def outbound_agent(
     tools = tuple(t for t in agent.tools if t != "report_outcome") + ("report_outcome",)
     silence = max(agent.vad.silence_ms, settings.outbound_vad_silence_ms)
     vad = agent.vad.model_copy(update={"silence_ms": silence})
+    # The brief must reach the model, even over a stored prompt's instructions.
     return agent.model_copy(
-        update={"instructions": instructions, "greeting": "", "tools": tools, "vad": vad}
+        update={
+            "instructions": instructions,
+            "greeting": "",
+            "tools": tools,
+            "vad": vad,
+            "send_instructions": True,
+        }
     )
 
 
@@ -77,12 +86,23 @@ def session_update(
             "vad_silence_ms": vad.silence_ms,
             "vad_prefix_ms": vad.prefix_ms,
             "vad_eagerness": vad.eagerness,
+            "idle_timeout_ms": vad.idle_timeout_ms,
+            "realtime_model": agent.model,
+            "realtime_reasoning_effort": agent.reasoning_effort,
+            "noise_reduction": agent.noise_reduction,
         }
     )
+    stored = agent.prompt
+    prompt = None
+    if stored is not None:
+        variables = {k: PromptText(text=v) for k, v in stored.variables.items()}
+        prompt = Prompt(id=stored.id, version=stored.version, variables=variables or None)
     return build_session_update(
         call_settings,
         tools=declarations(agent),
         instructions=build_instructions(agent, today),
         voice=agent.voice,
         interrupt_response=interrupt_response,
+        prompt=prompt,
+        send_instructions=agent.send_instructions,
     )

@@ -45,16 +45,32 @@ What it owns:
 * the caller's keys, collected for :data:`DTMF_COLLECT_SECONDS`;
 * the goodbye before a hang-up or transfer: the agent's current speech is
   allowed to finish playing (capped by ``HANGUP_GRACE_SECONDS``);
-* the limits (``MAX_CALL_SECONDS``, ``SILENCE_TIMEOUT_SECONDS``);
+* the limits (``MAX_CALL_SECONDS``, ``SILENCE_TIMEOUT_SECONDS``) and the
+  caller going quiet (``input_audio_buffer.timeout_triggered``, see below);
+* MCP tools: the API calls the servers itself; their calls and tool
+  listings are recorded as tool calls, and a failure is reported to the model;
 * the transcript and the record of tool calls.
+
+A response may carry several output items: a short preamble ("let me check
+that"), tool calls, the answer. Everything about audio is kept per item
+(playout, what was heard, truncation, transcript lines); latencies per
+response (its first audio, its first frame).
+
+The caller going quiet: with ``IDLE_TIMEOUT_MS`` the server sends
+``input_audio_buffer.timeout_triggered`` and normally answers by itself; if
+no response has started :data:`IDLE_PROMPT_WAIT_SECONDS` later, the core asks
+for one (:data:`IDLE_PROMPT_INSTRUCTIONS`). Such prompts are not activity for
+``SILENCE_TIMEOUT_SECONDS``: it still ends a call in which nobody but the
+agent's "are you still there?" spoke.
 """
 
 from __future__ import annotations
 
 import binascii
+import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.call.bargein import BargeInGate, Decision, plan_truncation
@@ -65,22 +81,37 @@ from controller.logs import kv
 from controller.outbound import RESULT_STATUSES
 from controller.realtime.events import (
     ClientEvent,
+    ConversationItemAdded,
     ConversationItemCreate,
+    ConversationItemCreated,
+    ConversationItemDone,
     ConversationItemTruncate,
     ErrorEvent,
     InputAudioBufferSpeechStarted,
     InputAudioBufferSpeechStopped,
+    InputAudioBufferTimeoutTriggered,
     InputAudioTranscriptionCompleted,
     InputAudioTranscriptionDelta,
     InputAudioTranscriptionFailed,
+    McpCallItem,
+    McpListToolsCompleted,
+    McpListToolsFailed,
+    McpListToolsInProgress,
+    McpListToolsItem,
     ResponseCancel,
     ResponseCreate,
     ResponseCreated,
     ResponseDone,
     ResponseFunctionCallArgumentsDone,
+    ResponseMcpCallArgumentsDone,
+    ResponseMcpCallCompleted,
+    ResponseMcpCallFailed,
+    ResponseMcpCallInProgress,
     ResponseOutputAudioDelta,
     ResponseOutputAudioDone,
     ResponseOutputAudioTranscriptDone,
+    ResponseOutputItemAdded,
+    ResponseOutputItemDone,
     ResponseParams,
     ServerEvent,
 )
@@ -116,6 +147,23 @@ BEEP_WAIT_SECONDS = 20.0
 MESSAGE_INSTRUCTIONS = (
     "You reached an answering machine and its beep has sounded. Say exactly this "
     "message, clearly, then stop: {message}"
+)
+#: After ``timeout_triggered`` the server answers by itself; the core asks for
+#: a response only when none has started this long after it.
+IDLE_PROMPT_WAIT_SECONDS = 0.5
+IDLE_PROMPT_INSTRUCTIONS = (
+    "The caller has said nothing for a while. Ask briefly whether they are still there, "
+    "then wait for them."
+)
+#: Told to the model when an MCP tool failed and it said nothing after that.
+MCP_CALL_FAILED = (
+    "[The tool {tool} of {server} failed: {error}. Tell the caller you could not do that "
+    "just now, and carry on.]"
+)
+#: Told to the model when the tools of an MCP server could not be listed.
+MCP_TOOLS_FAILED = (
+    "[The tools of {server} are not available right now. If the caller needs them, say "
+    "you cannot do that at the moment.]"
 )
 
 
@@ -368,6 +416,10 @@ class _Responses:
     greeting_requested: bool = False
     greeting: str | None = None
     greeting_items: set[str] = field(default_factory=set)
+    #: Responses that prompt a caller who went quiet (not activity).
+    idle_prompts: set[str] = field(default_factory=set)
+    #: The next response created prompts a caller who went quiet.
+    idle_prompt_next: bool = False
 
 
 class Conversation:
@@ -434,6 +486,12 @@ class Conversation:
         self._item_start: dict[str, float] = {}  # agent item -> first audio, then first frame
         self._item_bytes: dict[str, int] = {}  # agent item -> audio bytes received
         self._item_heard_ms: dict[str, int] = {}  # agent item -> ms heard, when cut short
+        self._agent_lines: dict[str, TranscriptLine] = {}  # agent item -> its line
+        self._idle_prompt_due: float | None = None  # ask for the idle prompt ourselves then
+        self._mcp: dict[str, ToolCall] = {}  # MCP item -> its record (calls and listings)
+        self._mcp_response: dict[str, str] = {}  # MCP call item -> its response
+        # Response -> MCP calls that ended with no agent audio after them yet.
+        self._mcp_unanswered: dict[str, list[ToolCall]] = {}
 
     # --- what the shell asks ------------------------------------------------------------
 
@@ -468,6 +526,7 @@ class Conversation:
                 self._limit_due(),
                 self._renew_due(),
                 self._beep_due(),
+                self._idle_prompt_due,
             )
             if t is not None
         ]
@@ -509,7 +568,9 @@ class Conversation:
                 return []
             if event.response_id == responses.greeting:
                 responses.greeting_items.add(event.item_id)
-            self._last_activity = now
+            if event.response_id not in responses.idle_prompts:
+                self._last_activity = now  # "are you still there?" is not activity
+            self._mcp_unanswered.pop(event.response_id, None)  # the agent speaks after it
             self._agent_spoke = True
             item = event.item_id
             self._item_bytes[item] = self._item_bytes.get(item, 0) + len(audio)
@@ -528,6 +589,7 @@ class Conversation:
             self._last_activity = now
             self._speech_started = now
             self._caller_speaking = True
+            responses.idle_prompt_next, self._idle_prompt_due = False, None
             self._caller_speech[event.item_id] = now
             decision = self._gate.speech_started(
                 now, self._agent_speaking(playback), self._greeting_playing(playback)
@@ -543,7 +605,17 @@ class Conversation:
             responses.active = event.response.id
             if responses.greeting_requested and responses.greeting is None:
                 responses.greeting = event.response.id
+            if responses.idle_prompt_next:
+                responses.idle_prompts.add(event.response.id)
+                responses.idle_prompt_next, self._idle_prompt_due = False, None
             self._new_turn(event.response.id, now)
+            return []
+        if isinstance(event, InputAudioBufferTimeoutTriggered):
+            self._log.info(
+                "caller quiet %s", kv(silent_ms=event.audio_end_ms - event.audio_start_ms)
+            )
+            responses.idle_prompt_next = True
+            self._idle_prompt_due = now + IDLE_PROMPT_WAIT_SECONDS
             return []
         if isinstance(event, ResponseDone):
             return self._response_done(event)
@@ -569,7 +641,7 @@ class Conversation:
             return self._agent_utterance(event.item_id, event.transcript, now)
         if isinstance(event, ErrorEvent):
             return self._model_error(event)
-        return []
+        return self._mcp_event(event, now)
 
     def caller_dtmf(self, digit: str, now: float) -> list[Action]:
         """The caller pressed a key (``ChannelDtmfReceived``)."""
@@ -637,6 +709,7 @@ class Conversation:
                 continue
             self.truncations += 1
             self._item_heard_ms[truncation.item_id] = truncation.audio_end_ms
+            self._correct_line(truncation.item_id)
             self._log.info(
                 "barge-in %s", kv(item=truncation.item_id, heard_ms=truncation.audio_end_ms)
             )
@@ -678,6 +751,8 @@ class Conversation:
             actions += self._send_keys()
         if self._gate_poll_at is not None and now >= self._gate_poll_at:
             actions += self._poll_gate(now, playback)
+        if self._idle_prompt_due is not None and now >= self._idle_prompt_due:
+            actions += self._idle_prompt()
         goodbye = self._goodbye
         check_at = self._goodbye_check_at()
         if goodbye is not None and check_at is not None and now >= check_at:
@@ -840,6 +915,21 @@ class Conversation:
         if turn is not None and not turn.done:
             turn.done = True
             ended.append(TurnEnded(turn))
+        unanswered = self._mcp_unanswered.pop(response.id, [])
+        if unanswered and response.status == "completed":
+            # MCP calls ended and the agent said nothing since: let it speak
+            # (and tell it what failed) rather than leave the caller waiting.
+            for call in unanswered:
+                if call.refused:
+                    notice = MCP_CALL_FAILED.format(
+                        tool=call.name.partition(".")[2] or call.name,
+                        server=call.name.partition(".")[0],
+                        error=_error_text(call.result),
+                    )
+                    self._pending_outputs.append(
+                        ConversationItemCreate.user_text(notice, role="system")
+                    )
+            self._wants_response = True
         self._log.debug(
             "response done %s",
             kv(
@@ -881,11 +971,31 @@ class Conversation:
     def _agent_utterance(self, item_id: str, text: str, now: float) -> list[Action]:
         # The caller hears it from its first frame, for as long as its audio
         # (or as much as they heard before talking over it).
+        if self._item_heard_ms.get(item_id) == 0:
+            return []  # cut before any of it played (a later item of the response)
+        actions = self._utterance("agent", text, now, *self._item_span(item_id))
+        if actions:
+            self._agent_lines[item_id] = self.transcript[-1]
+        return actions
+
+    def _item_span(self, item_id: str) -> tuple[float | None, float | None]:
         start = self._item_start.get(item_id)
         audio_ms = self._item_bytes.get(item_id, 0) / self.config.audio_bytes_per_ms
         heard_ms = self._item_heard_ms.get(item_id, audio_ms)
-        end = None if start is None else start + min(audio_ms, heard_ms) / 1000
-        return self._utterance("agent", text, now, start, end)
+        return start, None if start is None else start + min(audio_ms, heard_ms) / 1000
+
+    def _correct_line(self, item_id: str) -> None:
+        """An item cut after its line was written (its transcript comes before it has
+        played): the record keeps what the caller heard."""
+        line = self._agent_lines.pop(item_id, None)
+        if line is None:
+            return
+        index = next(i for i, x in enumerate(self.transcript) if x is line)
+        start, end = self._item_span(item_id)
+        if self._item_heard_ms.get(item_id) == 0:
+            del self.transcript[index]
+        elif start is not None and end is not None:
+            self.transcript[index] = replace(line, end=round(end - self.started, 3))
 
     def _utterance(
         self,
@@ -982,6 +1092,110 @@ class Conversation:
             return [ToolCallEnded(record), *self._flush_outputs()]
         self._tools_running.add(call_id)
         return [run]
+
+    # --- MCP tools (the API calls the servers) ------------------------------------------------
+
+    def _mcp_event(self, event: ServerEvent, now: float) -> list[Action]:
+        """Record MCP calls and tool listings as tool calls; report failures."""
+        if isinstance(
+            event,
+            ResponseOutputItemAdded
+            | ResponseOutputItemDone
+            | ConversationItemAdded
+            | ConversationItemDone
+            | ConversationItemCreated,
+        ):
+            item = event.item
+            if not isinstance(item, McpCallItem | McpListToolsItem):
+                return []
+            if isinstance(event, ResponseOutputItemAdded | ResponseOutputItemDone):
+                self._mcp_response.setdefault(item.id, event.response_id)
+            record = self._mcp_record(item.id, now)
+            label = item.server_label or "mcp"
+            if isinstance(item, McpListToolsItem):
+                record.name = f"{label}.mcp_list_tools"
+                if not record.refused:  # the tools found (the item may come after completed)
+                    record.result = _tools_result(item)
+            else:
+                record.name = f"{label}.{item.name}"
+                if item.arguments:
+                    record.arguments = _safe_args(item.arguments)
+                if item.error is not None:
+                    return self._mcp_call_ended(record, now, error=item.error.message or "failed")
+                if item.output is not None:
+                    return self._mcp_call_ended(record, now, output=item.output)
+            return [ToolCallEnded(record)] if record.finished is not None else []
+        if isinstance(event, McpListToolsInProgress | ResponseMcpCallInProgress):
+            self._mcp_record(event.item_id, now)
+            return []
+        if isinstance(event, ResponseMcpCallArgumentsDone):
+            self._mcp_response.setdefault(event.item_id, event.response_id)
+            self._mcp_record(event.item_id, now).arguments = _safe_args(event.arguments)
+            return []
+        if isinstance(event, ResponseMcpCallCompleted | ResponseMcpCallFailed):
+            record = self._mcp_record(event.item_id, now)
+            if isinstance(event, ResponseMcpCallFailed):
+                return self._mcp_call_ended(record, now, error="failed")
+            return self._mcp_call_ended(record, now, output=None)
+        if isinstance(event, McpListToolsCompleted | McpListToolsFailed):
+            record = self._mcp_record(event.item_id, now)
+            if record.finished is not None:
+                return []
+            record.finished = now
+            if isinstance(event, McpListToolsCompleted):
+                record.result = record.result or tool_result(True, tools=[])
+                return [ToolCallEnded(record)]
+            record.refused = True
+            record.result = tool_result(False, error="listing the tools failed")
+            server = record.name.partition(".")[0] or "an MCP server"
+            self._log.warning("MCP tools unavailable %s", kv(server=server))
+            notice = ConversationItemCreate.user_text(
+                MCP_TOOLS_FAILED.format(server=server), role="system"
+            )
+            return [ToolCallEnded(record), Send(notice)]
+        return []
+
+    def _mcp_record(self, item_id: str, now: float) -> ToolCall:
+        record = self._mcp.get(item_id)
+        if record is None:
+            record = ToolCall(item_id, "mcp", {}, now)
+            self._mcp[item_id] = record
+            self.tool_calls.append(record)
+        return record
+
+    def _mcp_call_ended(
+        self, record: ToolCall, now: float, *, output: str | None = None, error: str | None = None
+    ) -> list[Action]:
+        first = record.finished is None
+        if first:
+            record.finished = now
+        # A reason from the item beats the bare "failed" of the event, whatever comes first.
+        if error is not None and (not record.refused or error != "failed"):
+            record.refused = True
+            record.result = tool_result(False, error=error)
+        elif output is not None and not record.refused:
+            record.result = output
+        if first:
+            self._log.info(
+                "MCP call %s", kv(tool=record.name, ok=not record.refused, error=error or "-")
+            )
+            response = self._mcp_response.get(record.call_id) or self._responses.active
+            if response is not None:
+                self._mcp_unanswered.setdefault(response, []).append(record)
+        return [ToolCallEnded(record)]
+
+    def _idle_prompt(self) -> list[Action]:
+        """The caller went quiet and the server did not answer: ask whether they are there."""
+        self._idle_prompt_due = None
+        responses = self._responses
+        if not responses.idle_prompt_next:
+            return []  # a response started meanwhile
+        busy = responses.active is not None or self._tools_running or self._goodbye is not None
+        if not self._ready or busy:
+            responses.idle_prompt_next = False
+            return []
+        params = ResponseParams(instructions=IDLE_PROMPT_INSTRUCTIONS)
+        return [Send(ResponseCreate(response=params))]
 
     # --- goodbye before hang-up or transfer ------------------------------------------------
 
@@ -1138,6 +1352,18 @@ def parse_result(args: dict[str, Any]) -> CallResult:
         raise ToolError("data must be an object of at most 20 short facts")
     facts = {str(k)[:64]: str(v)[:500] for k, v in data.items()}
     return CallResult(str(status), summary, facts)
+
+
+def _tools_result(item: McpListToolsItem) -> str:
+    return tool_result(True, tools=[t.name for t in item.tools])
+
+
+def _error_text(result: str) -> str:
+    try:
+        error = json.loads(result).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return str(error or "no reason given")
 
 
 def _safe_args(arguments: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from controller.agents import Agent
+from controller.agents import Agent, McpServer
 from controller.errors import ToolError
 from controller.outbound import report_outcome_tool
 
@@ -124,7 +124,29 @@ def declarations(agent: Agent) -> list[dict[str, Any]]:
                     "parameters": tool.parameters,
                 }
             )
+        elif name in agent.mcp_servers:
+            out.append(mcp_declaration(name, agent.mcp_servers[name]))
     return out
+
+
+def mcp_declaration(name: str, server: McpServer) -> dict[str, Any]:
+    """The ``mcp`` tool of ``session.update`` for an MCP server of the agents file.
+
+    Approval is never required: nobody on a phone call could give it.
+    """
+    tool: dict[str, Any] = {
+        "type": "mcp",
+        "server_label": server.server_label or name,
+        "server_url": server.server_url,
+        "require_approval": "never",
+    }
+    if server.description:
+        tool["server_description"] = server.description
+    if server.allowed_tools is not None:
+        tool["allowed_tools"] = list(server.allowed_tools)
+    if server.headers:
+        tool["headers"] = dict(server.headers)
+    return tool
 
 
 def _function(

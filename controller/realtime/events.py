@@ -71,6 +71,14 @@ __all__ = [
     "FunctionCallOutputItem",
     "FunctionCallOutputParam",
     "FunctionTool",
+    "McpCallItem",
+    "McpError",
+    "McpListToolsCompleted",
+    "McpListToolsFailed",
+    "McpListToolsInProgress",
+    "McpListToolsItem",
+    "McpTool",
+    "McpToolInfo",
     "InputAudioBufferAppend",
     "InputAudioBufferClear",
     "InputAudioBufferCleared",
@@ -94,6 +102,9 @@ __all__ = [
     "PcmFormat",
     "PcmaFormat",
     "PcmuFormat",
+    "Prompt",
+    "PromptText",
+    "Reasoning",
     "RateLimit",
     "RateLimitsUpdated",
     "Response",
@@ -105,6 +116,11 @@ __all__ = [
     "ResponseDone",
     "ResponseFunctionCallArgumentsDelta",
     "ResponseFunctionCallArgumentsDone",
+    "ResponseMcpCallArgumentsDelta",
+    "ResponseMcpCallArgumentsDone",
+    "ResponseMcpCallCompleted",
+    "ResponseMcpCallFailed",
+    "ResponseMcpCallInProgress",
     "ResponseOutputAudioDelta",
     "ResponseOutputAudioDone",
     "ResponseOutputAudioTranscriptDelta",
@@ -122,6 +138,7 @@ __all__ = [
     "SessionCreated",
     "SessionInfo",
     "SessionSettings",
+    "SessionTool",
     "SessionUpdate",
     "SessionUpdated",
     "UnknownEvent",
@@ -237,6 +254,51 @@ class FunctionTool(_ClientModel):
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
+class McpTool(_ClientModel):
+    """A remote MCP server the model may call tools of; the API calls it, not the controller.
+
+    ``require_approval`` can only be ``never``: a phone call has nobody to
+    approve a call, so approval is never asked at run time. ``headers`` (often
+    credentials) are kept out of ``repr``.
+    """
+
+    type: Literal["mcp"] = "mcp"
+    server_label: str
+    server_url: str
+    allowed_tools: list[str] | None = None
+    headers: dict[str, str] | None = Field(None, repr=False)
+    require_approval: Literal["never"] = "never"
+    server_description: str | None = None
+
+
+SessionTool: TypeAlias = Annotated[FunctionTool | McpTool, Field(discriminator="type")]
+
+
+class Reasoning(_ClientModel):
+    """``session.reasoning`` of reasoning models (``gpt-realtime-2``): how hard they think."""
+
+    effort: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
+
+
+class PromptText(_ClientModel):
+    """A text value of a stored prompt's variable (the Realtime API takes no bare strings)."""
+
+    type: Literal["input_text"] = "input_text"
+    text: str
+
+
+class Prompt(_ClientModel):
+    """``session.prompt``: a stored prompt by id, optionally pinned to a version.
+
+    Fields set directly on the session (``instructions``, ``voice``...)
+    override the prompt's where they overlap.
+    """
+
+    id: str
+    version: str | None = None
+    variables: dict[str, PromptText] | None = None
+
+
 class SessionConfig(_ClientModel):
     """The ``session`` object of a GA ``session.update``.
 
@@ -250,10 +312,12 @@ class SessionConfig(_ClientModel):
     output_modalities: list[Literal["audio", "text"]] | None = None
     instructions: str | None = None
     audio: AudioConfig | None = None
-    tools: list[FunctionTool] | None = None
+    tools: list[SessionTool] | None = None
     tool_choice: str | None = None
     max_output_tokens: int | Literal["inf"] | None = None
     truncation: Literal["auto", "disabled"] | None = None
+    prompt: Prompt | None = None
+    reasoning: Reasoning | None = None
 
 
 class InputText(_ClientModel):
@@ -454,6 +518,14 @@ class SessionSettings(Protocol):
     def vad_eagerness(self) -> Literal["low", "medium", "high", "auto"]: ...
     @property
     def agent_instructions(self) -> str: ...
+    @property
+    def realtime_reasoning_effort(
+        self,
+    ) -> Literal["minimal", "low", "medium", "high", "xhigh"] | None: ...
+    @property
+    def noise_reduction(self) -> Literal["near_field", "far_field", "off"]: ...
+    @property
+    def idle_timeout_ms(self) -> int | None: ...
 
 
 def audio_format_for(mode: Literal["pcmu", "pcm24k"]) -> PcmuFormat | PcmFormat:
@@ -468,29 +540,37 @@ def audio_format_for(mode: Literal["pcmu", "pcm24k"]) -> PcmuFormat | PcmFormat:
 def build_session_update(
     settings: SessionSettings,
     *,
-    tools: Sequence[FunctionTool | Mapping[str, Any]] = (),
+    tools: Sequence[FunctionTool | McpTool | Mapping[str, Any]] = (),
     instructions: str | None = None,
     voice: str | None = None,
     tool_choice: str = "auto",
     create_response: bool = True,
     interrupt_response: bool = True,
+    prompt: Prompt | None = None,
+    send_instructions: bool = True,
 ) -> SessionUpdate:
     """Build the GA ``session.update`` for a call.
 
     Args:
-        settings: the REALTIME_*, VAD_*, TRANSCRIPTION_* and AGENT_* settings.
-        tools: function tools offered to the model (models or plain dicts).
+        settings: the REALTIME_*, VAD_*, TRANSCRIPTION_*, AGENT_*,
+            NOISE_REDUCTION and IDLE_TIMEOUT_MS settings.
+        tools: tools offered to the model: functions and MCP servers (models
+            or plain dicts).
         instructions: overrides ``settings.agent_instructions`` (e.g. per call).
         voice: overrides ``settings.realtime_voice``.
         tool_choice: ``auto`` (default), ``none`` or ``required``.
         create_response: let the server answer at the end of each caller turn.
         interrupt_response: let the server cancel its answer when the caller
             starts speaking (barge-in); the controller still truncates.
+        prompt: a stored prompt (``session.prompt``).
+        send_instructions: False leaves ``instructions`` out, so a stored
+            prompt's own instructions apply (the session's would override them).
 
     Returns:
         The event; send it with ``RealtimeSession.start`` or ``send``.
         ``pcmu`` gives ``audio/pcmu`` in and out, ``pcm24k`` gives
-        ``audio/pcm`` at 24000 Hz in and out.
+        ``audio/pcm`` at 24000 Hz in and out. Reasoning effort, noise
+        reduction and the idle timeout are sent only when set.
     """
     fmt = audio_format_for(settings.realtime_audio)
     turn_detection: ServerVad | SemanticVad
@@ -505,6 +585,7 @@ def build_session_update(
             threshold=settings.vad_threshold,
             prefix_padding_ms=settings.vad_prefix_ms,
             silence_duration_ms=settings.vad_silence_ms,
+            idle_timeout_ms=settings.idle_timeout_ms,
             create_response=create_response,
             interrupt_response=interrupt_response,
         )
@@ -515,22 +596,37 @@ def build_session_update(
             language=settings.transcription_language or None,
         )
     tool_models = [
-        t if isinstance(t, FunctionTool) else FunctionTool.model_validate(t) for t in tools
+        _SESSION_TOOL.validate_python({"type": "function", **t} if isinstance(t, Mapping) else t)
+        for t in tools
     ]
+    noise = settings.noise_reduction
+    effort = settings.realtime_reasoning_effort
     session = SessionConfig(
         model=settings.realtime_model,
         output_modalities=["audio"],
-        instructions=settings.agent_instructions if instructions is None else instructions,
+        instructions=(
+            (settings.agent_instructions if instructions is None else instructions)
+            if send_instructions
+            else None
+        ),
         audio=AudioConfig(
             input=AudioInputConfig(
-                format=fmt, turn_detection=turn_detection, transcription=transcription
+                format=fmt,
+                turn_detection=turn_detection,
+                transcription=transcription,
+                noise_reduction=None if noise == "off" else NoiseReduction(type=noise),
             ),
             output=AudioOutputConfig(format=fmt, voice=voice or settings.realtime_voice),
         ),
         tools=tool_models,
         tool_choice=tool_choice,
+        prompt=prompt,
+        reasoning=None if effort is None else Reasoning(effort=effort),
     )
     return SessionUpdate(session=session)
+
+
+_SESSION_TOOL: TypeAdapter[FunctionTool | McpTool] = TypeAdapter(SessionTool)
 
 
 # =============================================================================
@@ -584,15 +680,55 @@ class FunctionCallOutputItem(_ServerModel):
     status: str | None = None
 
 
+class McpError(_ServerModel):
+    """Why an MCP call failed (``protocol_error``, ``tool_execution_error``, ``http_error``)."""
+
+    type: str = ""
+    code: int | None = None
+    message: str = ""
+
+
+class McpCallItem(_ServerModel):
+    """An ``mcp_call`` item: the API called a tool of an MCP server; ``output`` or ``error``."""
+
+    type: Literal["mcp_call"]
+    id: str = ""
+    server_label: str = ""
+    name: str = ""
+    arguments: str = ""
+    output: str | None = None
+    error: McpError | None = None
+    status: str | None = None
+
+
+class McpToolInfo(_ServerModel):
+    """One tool an MCP server offers."""
+
+    name: str = ""
+    description: str | None = None
+
+
+class McpListToolsItem(_ServerModel):
+    """An ``mcp_list_tools`` item: the tools the API found on an MCP server."""
+
+    type: Literal["mcp_list_tools"]
+    id: str = ""
+    server_label: str = ""
+    tools: list[McpToolInfo] = []
+    status: str | None = None
+
+
 class OtherItem(_ServerModel):
-    """Any other item type (MCP calls, future types): kept, not interpreted."""
+    """Any other item type (MCP approvals, future types): kept, not interpreted."""
 
     type: str
     id: str = ""
     status: str | None = None
 
 
-_KNOWN_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output"})
+_KNOWN_ITEM_TYPES = frozenset(
+    {"message", "function_call", "function_call_output", "mcp_call", "mcp_list_tools"}
+)
 
 
 def _item_tag(value: Any) -> str:
@@ -604,6 +740,8 @@ ConversationItem: TypeAlias = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[McpCallItem, Tag("mcp_call")]
+    | Annotated[McpListToolsItem, Tag("mcp_list_tools")]
     | Annotated[OtherItem, Tag("other")],
     Discriminator(_item_tag),
 ]
@@ -980,6 +1118,67 @@ class ResponseFunctionCallArgumentsDone(_ServerEventBase):
     arguments: str = ""
 
 
+class _McpListToolsEvent(_ServerEventBase):
+    item_id: str
+
+
+class McpListToolsInProgress(_McpListToolsEvent):
+    """``mcp_list_tools.in_progress``: the API is asking an MCP server for its tools."""
+
+    type: Literal["mcp_list_tools.in_progress"]
+
+
+class McpListToolsCompleted(_McpListToolsEvent):
+    """``mcp_list_tools.completed``: the server's tools are in the ``mcp_list_tools`` item."""
+
+    type: Literal["mcp_list_tools.completed"]
+
+
+class McpListToolsFailed(_McpListToolsEvent):
+    """``mcp_list_tools.failed``: the MCP server could not be reached or refused."""
+
+    type: Literal["mcp_list_tools.failed"]
+
+
+class _McpCallEvent(_ServerEventBase):
+    item_id: str
+    output_index: int = 0
+
+
+class ResponseMcpCallInProgress(_McpCallEvent):
+    """``response.mcp_call.in_progress``: the API is calling an MCP tool."""
+
+    type: Literal["response.mcp_call.in_progress"]
+
+
+class ResponseMcpCallCompleted(_McpCallEvent):
+    """``response.mcp_call.completed``: the item's ``output`` is the result."""
+
+    type: Literal["response.mcp_call.completed"]
+
+
+class ResponseMcpCallFailed(_McpCallEvent):
+    """``response.mcp_call.failed``: the item's ``error`` says why."""
+
+    type: Literal["response.mcp_call.failed"]
+
+
+class ResponseMcpCallArgumentsDelta(_McpCallEvent):
+    """``response.mcp_call_arguments.delta``."""
+
+    type: Literal["response.mcp_call_arguments.delta"]
+    response_id: str = ""
+    delta: str = ""
+
+
+class ResponseMcpCallArgumentsDone(_McpCallEvent):
+    """``response.mcp_call_arguments.done``: the MCP call's complete arguments."""
+
+    type: Literal["response.mcp_call_arguments.done"]
+    response_id: str = ""
+    arguments: str = ""
+
+
 class RateLimitsUpdated(_ServerEventBase):
     """``rate_limits.updated``."""
 
@@ -1045,6 +1244,14 @@ _KnownServerEventUnion: TypeAlias = (
     | ResponseOutputTextDone
     | ResponseFunctionCallArgumentsDelta
     | ResponseFunctionCallArgumentsDone
+    | McpListToolsInProgress
+    | McpListToolsCompleted
+    | McpListToolsFailed
+    | ResponseMcpCallInProgress
+    | ResponseMcpCallCompleted
+    | ResponseMcpCallFailed
+    | ResponseMcpCallArgumentsDelta
+    | ResponseMcpCallArgumentsDone
     | RateLimitsUpdated
     | ErrorEvent
 )

@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.devtools.modelserver.audio import tone, ulaw_encode
-from controller.devtools.modelserver.config import ScriptedCall, ServerConfig, SessionRecord
+from controller.devtools.modelserver.config import (
+    ScriptedCall,
+    ScriptedMcpCall,
+    ServerConfig,
+    SessionRecord,
+)
 from controller.devtools.modelserver.peer import IdFactory, PeerSession
 from tests.modelpeer.validate import validate_client_event, validate_server_event
 
@@ -82,7 +87,9 @@ def test_deleting_the_item_being_streamed_does_not_break_the_stream() -> None:
 
 
 def test_scripted_call_then_output() -> None:
-    calls: deque[ScriptedCall] = deque([ScriptedCall("send_dtmf", '{"digits":"12"}', "call_1")])
+    calls: deque[ScriptedCall | ScriptedMcpCall] = deque(
+        [ScriptedCall("send_dtmf", '{"digits":"12"}', "call_1")]
+    )
     record = SessionRecord(id="sess_x", model="m", auth="bearer")
     peer = PeerSession(ServerConfig(), record, ids=IdFactory(), function_calls=calls)
     events = send(peer, {"type": "response.create"})

@@ -55,6 +55,14 @@ EXPECTED_CLASS: dict[str, type[Any]] = {
     "response.output_text.done": ev.ResponseOutputTextDone,
     "response.function_call_arguments.delta": ev.ResponseFunctionCallArgumentsDelta,
     "response.function_call_arguments.done": ev.ResponseFunctionCallArgumentsDone,
+    "mcp_list_tools.in_progress": ev.McpListToolsInProgress,
+    "mcp_list_tools.completed": ev.McpListToolsCompleted,
+    "mcp_list_tools.failed": ev.McpListToolsFailed,
+    "response.mcp_call.in_progress": ev.ResponseMcpCallInProgress,
+    "response.mcp_call.completed": ev.ResponseMcpCallCompleted,
+    "response.mcp_call.failed": ev.ResponseMcpCallFailed,
+    "response.mcp_call_arguments.delta": ev.ResponseMcpCallArgumentsDelta,
+    "response.mcp_call_arguments.done": ev.ResponseMcpCallArgumentsDone,
     "rate_limits.updated": ev.RateLimitsUpdated,
     "error": ev.ErrorEvent,
 }
@@ -104,7 +112,6 @@ def test_every_recorded_event_parses_to_its_class(as_bytes: bool) -> None:
     assert set(seen_unknown) == {
         "output_audio_buffer.started",
         "conversation.item.input_audio_transcription.segment",
-        "mcp_list_tools.in_progress",
         "response.output_audio.timing",
     }
     # The recording exercises most of what we model.
@@ -112,6 +119,14 @@ def test_every_recorded_event_parses_to_its_class(as_bytes: bool) -> None:
     assert ev.KNOWN_SERVER_EVENT_TYPES - recorded == {
         "response.output_text.delta",
         "response.output_text.done",
+        # MCP: covered by the conversation core's streams (tests/data/realtime/mcp_*.jsonl).
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
     }
 
 
@@ -184,13 +199,13 @@ def test_unknown_item_types_are_kept() -> None:
         {
             "type": "conversation.item.added",
             "event_id": "e",
-            "item": {"id": "item_9", "type": "mcp_call", "server_label": "x"},
+            "item": {"id": "item_9", "type": "mcp_approval_request", "server_label": "x"},
         }
     )
     parsed = ev.parse_server_event(text)
     assert isinstance(parsed, ev.ConversationItemAdded)
     assert isinstance(parsed.item, ev.OtherItem)
-    assert (parsed.item.type, parsed.item.id) == ("mcp_call", "item_9")
+    assert (parsed.item.type, parsed.item.id) == ("mcp_approval_request", "item_9")
 
 
 def test_missing_event_id_is_tolerated() -> None:

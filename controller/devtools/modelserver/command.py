@@ -105,6 +105,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="how much faster than real time replies stream; 0 = at once (default: %(default)s)",
     )
     parser.add_argument(
+        "--preamble-ms",
+        type=int,
+        default=0,
+        help="speak a short preamble item of this length before each reply, in the same "
+        "response, as reasoning models do (default: %(default)s, none)",
+    )
+    parser.add_argument(
+        "--preamble-hz",
+        type=float,
+        default=ServerConfig.preamble_hz,
+        help="preamble tone frequency (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mcp-server",
+        action="append",
+        default=[],
+        metavar="LABEL=TOOL[,TOOL...]",
+        help="tools an MCP server label lists (repeatable); listing any other label fails",
+    )
+    parser.add_argument(
         "--session-max-s",
         type=float,
         help="end sessions after this many seconds with session_expired (real API: 3600)",
@@ -145,6 +165,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise ValueError("--chunk-ms must be positive")
     if args.speed < 0:
         raise ValueError("--speed must be 0 or more")
+    if args.preamble_ms < 0:
+        raise ValueError("--preamble-ms must be 0 or more")
+    mcp_tools: dict[str, list[str]] = {}
+    for spec in args.mcp_server:
+        label, sep, tools = spec.partition("=")
+        if not sep or not label.strip():
+            raise ValueError(f"--mcp-server {spec!r}: expected LABEL=TOOL[,TOOL...]")
+        mcp_tools[label.strip()] = [t.strip() for t in tools.split(",") if t.strip()]
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -161,6 +189,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         session_max_s=args.session_max_s,
         record_events=False,
         script=script,
+        preamble_ms=args.preamble_ms,
+        preamble_hz=args.preamble_hz,
+        mcp_tools=mcp_tools,
     )
 
 

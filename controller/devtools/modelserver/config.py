@@ -13,6 +13,7 @@ __all__ = [
     "ReplyMode",
     "ResponseRecord",
     "ScriptedCall",
+    "ScriptedMcpCall",
     "ServerConfig",
     "SessionRecord",
     "TurnRecord",
@@ -84,6 +85,15 @@ class ServerConfig:
         script: what each response of a session does, in order (speak, call a
             function, stay silent; see :mod:`.script`); then the reply above.
             Each session copies it when it opens: a change applies to the next.
+        preamble_ms: when positive, every audio response first speaks a short
+            preamble item (a ``preamble_hz`` tone of this length, transcript
+            ``preamble_transcript``), then the reply item, as reasoning models
+            do ("One moment." then the answer); 0: one item per response.
+        preamble_hz: frequency of the preamble tone.
+        preamble_transcript: the preamble's transcript.
+        mcp_tools: the tools each MCP server offers, by server label; the
+            server reaches no real MCP server: listing the tools of a label
+            not here fails (``mcp_list_tools.failed``).
     """
 
     host: str = "127.0.0.1"
@@ -105,6 +115,10 @@ class ServerConfig:
     seed: int | None = None
     record_events: bool = True
     script: Sequence[ScriptStep] = ()
+    preamble_ms: int = 0
+    preamble_hz: float = 500.0
+    preamble_transcript: str = "One moment."
+    mcp_tools: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,23 @@ class ScriptedCall:
     arguments: str
     call_id: str
     speak_first: bool = False
+
+
+@dataclass(frozen=True)
+class ScriptedMcpCall:
+    """An MCP call the server makes (as the real API does for ``mcp`` tools) in its next
+    response, instead of the model calling a function.
+
+    With ``output`` the call completes and the response goes on to speak its
+    usual reply (output items 0 and 1); with ``error`` the call fails and the
+    response ends there, without a word after it.
+    """
+
+    server_label: str
+    name: str
+    arguments: str
+    output: str | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -146,8 +177,8 @@ class ResponseRecord:
     """
 
     id: str
-    trigger: Literal["turn", "response.create"]
-    kind: Literal["audio", "text", "function_call", "silent"]
+    trigger: Literal["turn", "response.create", "idle_timeout"]
+    kind: Literal["audio", "text", "function_call", "mcp_call", "silent"]
     item_id: str
     status: str = "in_progress"
     reason: str | None = None
@@ -158,6 +189,11 @@ class ResponseRecord:
     function_name: str | None = None
     call_id: str | None = None
     step: int | None = None
+    #: The preamble item before the reply (``ServerConfig.preamble_ms``), if any.
+    preamble_item_id: str | None = None
+    preamble_ms_sent: float = 0.0
+    #: ``server_label.name`` of the MCP call made in this response, if any.
+    mcp_call: str | None = None
 
 
 @dataclass
@@ -184,6 +220,8 @@ class SessionRecord:
     validation_failures: list[str] = field(default_factory=list)
     input_audio_bytes: int = 0
     input_audio_ms: float = 0.0
+    #: ``input_audio_buffer.timeout_triggered`` events sent (``idle_timeout_ms``).
+    idle_timeouts: int = 0
     closed: bool = False
     close_code: int | None = None
 

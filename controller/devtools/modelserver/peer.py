@@ -14,7 +14,10 @@ What it imitates, and how (see realtime-protocol.md for the real API):
   ``session.updated``. Rejected like the real API: no ``session.type``
   (``missing_required_parameter``), beta fields such as ``session.voice``
   (``unknown_parameter``), a PCM rate other than 24000 (``invalid_value``),
-  a voice change after assistant audio (``cannot_update_voice``).
+  a voice change after assistant audio (``cannot_update_voice``), a bad
+  ``reasoning.effort``, a ``prompt`` without ``id`` or with a bare-string
+  variable, an ``idle_timeout_ms`` outside 5000-30000, an ``mcp`` tool
+  without ``server_label`` or ``server_url``.
 * Input audio is decoded per ``audio.input.format`` (u-law/A-law 8 kHz, PCM
   24 kHz) and fed to an energy VAD (:mod:`.vad`) when ``turn_detection`` is
   set, honouring ``silence_duration_ms`` and ``prefix_padding_ms``
@@ -33,6 +36,18 @@ What it imitates, and how (see realtime-protocol.md for the real API):
 * A session's script (``ServerConfig.script``, :mod:`.script`): each response
   takes the next step: speak, call a function (optionally speaking first) or
   stay silent (``response.created`` then ``response.done`` with no output).
+* With ``preamble_ms`` each audio response speaks two items: a short
+  preamble (output index 0), then the reply (index 1), as reasoning models
+  do; a cancel during either ends the response there.
+* MCP: a ``session.update`` naming an ``mcp`` server lists its tools
+  (``mcp_list_tools.in_progress``/``completed`` with an ``mcp_list_tools``
+  item) when ``mcp_tools`` has its label, else the listing fails. A
+  scripted MCP call makes the next response call the tool as the API does
+  (``response.mcp_call*`` events); a completed call is followed by the
+  spoken reply in the same response, a failed one ends the response.
+* ``idle_timeout_ms`` (server VAD): input audio quiet that long after the
+  last response had time to play gives ``input_audio_buffer.timeout_triggered``,
+  the silence committed as a user item, and a response.
 * Refusals: ``input_audio_buffer_commit_empty`` (< 100 ms),
   ``conversation_already_has_active_response``, ``response_cancel_not_active``,
   truncate past the audio sent (``invalid_value``: "Audio content of Nms is
@@ -73,6 +88,7 @@ from controller.devtools.modelserver.config import (
     ClientEventRejected,
     ResponseRecord,
     ScriptedCall,
+    ScriptedMcpCall,
     ServerConfig,
     SessionRecord,
     TurnRecord,
@@ -118,6 +134,24 @@ _FORMAT_KEYS = frozenset({"type", "rate"})
 _FORMAT_TYPES = ("audio/pcm", "audio/pcmu", "audio/pcma")
 _TRANSCRIPTION_KEYS = frozenset({"model", "language", "prompt", "delay", "keywords", "languages"})
 _NOISE_KEYS = frozenset({"type", "strength"})
+_NOISE_TYPES = ("near_field", "far_field")
+_REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+_PROMPT_KEYS = frozenset({"id", "version", "variables"})
+_MCP_KEYS = frozenset(
+    {
+        "type",
+        "server_label",
+        "server_url",
+        "connector_id",
+        "authorization",
+        "headers",
+        "allowed_tools",
+        "require_approval",
+        "server_description",
+    }
+)
+#: ``idle_timeout_ms``: what the real API accepts.
+_IDLE_TIMEOUT_MS = (5000, 30000)
 _TURN_KEYS = {
     "server_vad": frozenset(
         {
@@ -237,18 +271,34 @@ class _Item:
 
 
 @dataclass
+class _Speech:
+    """One audio item of a response, still to be streamed."""
+
+    audio: bytes
+    transcript: str
+    preamble: bool = False
+
+
+@dataclass
 class _ActiveResponse:
     record: ResponseRecord
     response: Event
-    item: Event
-    audio: bytes
     chunk_bytes: int
     bytes_per_ms: int
-    words: list[str]
+    started_ms: float  # input audio time at response.created (idle timeout)
+    then_call: ScriptedCall | None = None  # made after the audio (speak_first)
+    to_speak: list[_Speech] = field(default_factory=list)  # audio items after this one
+    output: list[Event] = field(default_factory=list)  # items finished so far
+    audio_ms_sent: float = 0.0  # over every item
+    # The audio item being streamed (see PeerSession._next_item):
+    item: Event = field(default_factory=dict)
+    output_index: int = 0
+    preamble: bool = False
+    audio: bytes = b""
+    words: list[str] = field(default_factory=list)
     pos: int = 0
     words_sent: int = 0
     transcript_sent: list[str] = field(default_factory=list)
-    then_call: ScriptedCall | None = None  # made after the audio (speak_first)
 
 
 def _compact(event: Mapping[str, Any], key: str) -> Event:
@@ -319,6 +369,14 @@ def _in_range(value: float | None, low: float, high: float, name: str) -> None:
         )
 
 
+def _one_of(value: str | None, allowed: tuple[str, ...], name: str) -> None:
+    if value is not None and value not in allowed:
+        listed = ", ".join(f"'{a}'" for a in allowed[:-1]) + f", and '{allowed[-1]}'"
+        raise _Reject(
+            "invalid_value", f"Invalid value: '{value}'. Supported values are: {listed}.", name
+        )
+
+
 #: Session fields a ``null`` turns off; a ``null`` anywhere else leaves the field as it was.
 _NULLABLE = frozenset(
     {
@@ -354,7 +412,7 @@ class PeerSession:
         record: SessionRecord,
         *,
         ids: IdFactory,
-        function_calls: deque[ScriptedCall],
+        function_calls: deque[ScriptedCall | ScriptedMcpCall],
         validator: Validator | None = None,
         now: Callable[[], float] = time.time,
         wav_cache: dict[tuple[str, int], Samples] | None = None,
@@ -393,6 +451,10 @@ class PeerSession:
         self._step_index = 0
         self._step_uses = 0
         self._step_began_ms = 0.0
+        # Input audio time since which the caller is quiet with nothing playing
+        # (idle_timeout_ms counts from here); None while they speak.
+        self._idle_from_ms: float | None = 0.0
+        self._mcp_listed: set[str] = set()  # MCP server labels whose tools were listed
         self._rebuild_vad()
         self._handlers: dict[str, Callable[[Event], None]] = {
             "session.update": self._session_update,
@@ -534,13 +596,18 @@ class PeerSession:
                 obfuscation=self.ids.obfuscation(),
             )
             active.pos = end
-            active.record.audio_ms_sent = end / active.bytes_per_ms
-            entry = self._items.get(active.record.item_id)  # None if the client deleted it
+            active.audio_ms_sent += ms
+            sent_ms = end / active.bytes_per_ms
+            if active.preamble:
+                active.record.preamble_ms_sent = sent_ms
+            else:
+                active.record.audio_ms_sent = sent_ms
+            entry = self._items.get(active.item["id"])  # None if the client deleted it
             if entry is not None:
-                entry.audio_ms = active.record.audio_ms_sent
+                entry.audio_ms = sent_ms
             self._audio_produced = True
         if active.pos >= len(active.audio):
-            self._finish(active, "completed")
+            self._advance(active)
         return ms
 
     # --- validation ---------------------------------------------------------------
@@ -621,6 +688,34 @@ class PeerSession:
                     f"Invalid 'session.tools[{index}]': expected a function or mcp tool.",
                     f"session.tools[{index}]",
                 )
+            if tool.get("type") == "mcp":
+                self._check_mcp_tool(tool, f"session.tools[{index}]")
+        _field(session, "parallel_tool_calls", "boolean", "session")
+        reasoning = _field(session, "reasoning", "object", "session")
+        if reasoning is not None:
+            _unknown_keys(reasoning, frozenset({"effort"}), "session.reasoning")
+            _one_of(
+                _field(reasoning, "effort", "string", "session.reasoning"),
+                _REASONING_EFFORTS,
+                "session.reasoning.effort",
+            )
+        prompt = _field(session, "prompt", "object", "session")
+        if prompt is not None:
+            _unknown_keys(prompt, _PROMPT_KEYS, "session.prompt")
+            _field(prompt, "id", "string", "session.prompt", required=True)
+            _field(prompt, "version", "string", "session.prompt")
+            variables = _field(prompt, "variables", "object", "session.prompt")
+            for name, value in (variables or {}).items():
+                path = f"session.prompt.variables.{name}"
+                if not isinstance(value, dict):
+                    # What the real API answered to a bare string (September 2025).
+                    got = _JSON_NAMES.get(type(value), "another type")
+                    raise _Reject(
+                        "invalid_type",
+                        f"Invalid type for '{path}': expected an object, but got {got} instead.",
+                        path,
+                    )
+                _field(value, "type", "string", path, required=True)
         max_tokens = session.get("max_output_tokens")
         if max_tokens is not None and max_tokens != "inf":
             _in_range(
@@ -655,8 +750,11 @@ class PeerSession:
                 )
             _unknown_keys(turn, _TURN_KEYS[kind], path)
             _in_range(_field(turn, "threshold", "number", path), 0.0, 1.0, f"{path}.threshold")
-            for key in ("prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms"):
+            for key in ("prefix_padding_ms", "silence_duration_ms"):
                 _in_range(_field(turn, key, "integer", path), 0, 600_000, f"{path}.{key}")
+            low, high = _IDLE_TIMEOUT_MS
+            idle = _field(turn, "idle_timeout_ms", "integer", path)
+            _in_range(idle, low, high, f"{path}.idle_timeout_ms")
             for key in ("create_response", "interrupt_response"):
                 _field(turn, key, "boolean", path)
             eagerness = _field(turn, "eagerness", "string", path)
@@ -671,6 +769,11 @@ class PeerSession:
             value = _field(section, key, "object", "session.audio.input")
             if value is not None:
                 _unknown_keys(value, keys, f"session.audio.input.{key}")
+        noise = section.get("noise_reduction")
+        if isinstance(noise, dict):
+            path = "session.audio.input.noise_reduction"
+            _one_of(_field(noise, "type", "string", path), _NOISE_TYPES, f"{path}.type")
+            _in_range(_field(noise, "strength", "number", path), 0.0, 1.0, f"{path}.strength")
         output = audio.get("output") or {}
         _in_range(
             _field(output, "speed", "number", "session.audio.output"),
@@ -692,6 +795,24 @@ class PeerSession:
                 "Cannot update a conversation's voice if assistant audio is present.",
                 "session.audio.output.voice",
             )
+
+    @staticmethod
+    def _check_mcp_tool(tool: Mapping[str, Any], path: str) -> None:
+        _unknown_keys(tool, _MCP_KEYS, path)
+        _field(tool, "server_label", "string", path, required=True)
+        url = _field(tool, "server_url", "string", path)
+        if url is None and _field(tool, "connector_id", "string", path) is None:
+            raise _Reject(
+                "missing_required_parameter",
+                f"Missing required parameter: '{path}.server_url' (or connector_id).",
+                f"{path}.server_url",
+            )
+        headers = _field(tool, "headers", "object", path)
+        for name in headers or {}:
+            _field(headers, name, "string", f"{path}.headers")
+        approval = tool.get("require_approval")
+        if isinstance(approval, str):
+            _one_of(approval, ("always", "never"), f"{path}.require_approval")
 
     @staticmethod
     def _check_format(fmt: Any, path: str) -> None:
@@ -752,6 +873,14 @@ class PeerSession:
         self._rebuild_vad()
         self.record.session = copy.deepcopy(merged)
         self._emit("session.updated", session=copy.deepcopy(merged))
+        for tool in update.get("tools") or []:
+            label = tool.get("server_label")
+            if (
+                tool.get("type") == "mcp"
+                and isinstance(label, str)
+                and label not in self._mcp_listed
+            ):
+                self._list_mcp_tools(label)
 
     def _turn_detection(self) -> Event | None:
         turn = self.session["audio"]["input"].get("turn_detection")
@@ -802,8 +931,48 @@ class PeerSession:
                     self._speech_started(vad_event)
                 else:
                     self._speech_stopped(vad_event)
+            self._check_idle()
         retain = _IDLE_RETAIN_MS if self._vad is not None and not self._vad.speaking else _RETAIN_MS
         self._trim(self._audio_ms - retain)
+
+    def _check_idle(self) -> None:
+        """``idle_timeout_ms`` (server VAD): the caller has been quiet that long after the
+        agent's last audio: commit the silence and answer, as the API does."""
+        turn = self._turn_detection() or {}
+        timeout = turn.get("idle_timeout_ms") if turn.get("type") == "server_vad" else None
+        since = self._idle_from_ms
+        if not timeout or since is None or self._active is not None:
+            return
+        if self._vad is not None and self._vad.speaking:
+            return
+        if self._audio_ms - since < timeout:
+            return
+        item_id = self.ids.new("item")
+        self._emit(
+            "input_audio_buffer.timeout_triggered",
+            audio_start_ms=int(since),
+            audio_end_ms=int(self._audio_ms),
+            item_id=item_id,
+        )
+        previous = self._order[-1] if self._order else None
+        self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self._add_item(item, previous)
+        self.record.idle_timeouts += 1
+        self._idle_from_ms = self._audio_ms
+        self._buffered_ms = 0.0
+        self._trim(self._audio_ms)
+        if self._vad is not None:
+            self._vad.reset(int(self._audio_ms))
+        if turn.get("create_response", True):
+            self._start_response("idle_timeout", None)
 
     def _trim(self, before_ms: float) -> None:
         drop = int((before_ms - self._buffer_origin_ms) * self._in_fmt.rate / 1000)
@@ -820,6 +989,7 @@ class PeerSession:
 
     def _speech_started(self, vad_event: SpeechStarted) -> None:
         self._speech_item = self.ids.new("item")
+        self._idle_from_ms = None
         self._emit(
             "input_audio_buffer.speech_started",
             audio_start_ms=vad_event.audio_start_ms,
@@ -832,6 +1002,7 @@ class PeerSession:
     def _speech_stopped(self, vad_event: SpeechStopped) -> None:
         item_id = self._speech_item or self.ids.new("item")
         self._speech_item = None
+        self._idle_from_ms = float(vad_event.audio_end_ms)
         self._emit(
             "input_audio_buffer.speech_stopped",
             audio_end_ms=vad_event.audio_end_ms,
@@ -1133,13 +1304,13 @@ class PeerSession:
     def _content_ids(self, active: _ActiveResponse) -> Event:
         return {
             "response_id": active.record.id,
-            "item_id": active.record.item_id,
-            "output_index": 0,
+            "item_id": active.item["id"],
+            "output_index": active.output_index,
             "content_index": 0,
         }
 
     def _start_response(
-        self, trigger: Literal["turn", "response.create"], params: Event | None
+        self, trigger: Literal["turn", "response.create", "idle_timeout"], params: Event | None
     ) -> None:
         params = params or {}
         response_id = self.ids.new("resp")
@@ -1171,8 +1342,34 @@ class PeerSession:
         call: ScriptedCall | None = None
         speak: SpeakStep | None = None
         step_index: int | None = None
-        if self._function_calls:
-            call = self._function_calls.popleft()
+        done_items: list[Event] = []
+        mcp_call: str | None = None
+        head = self._function_calls[0] if self._function_calls else None
+        if isinstance(head, ScriptedMcpCall):
+            self._function_calls.popleft()
+            mcp_call = f"{head.server_label}.{head.name}"
+            done_items.append(self._mcp_call_item(response_id, item_id, head, output_index=0))
+            item_id = self.ids.new("item")
+            if head.error is not None:
+                # A failed call ends the response: the model said nothing after it.
+                record = ResponseRecord(
+                    id=response_id,
+                    trigger=trigger,
+                    kind="mcp_call",
+                    item_id=done_items[0]["id"],
+                    instructions=instructions,
+                    status="completed",
+                    mcp_call=mcp_call,
+                )
+                self.record.responses.append(record)
+                self._response_done(
+                    response, "completed", None, done_items, audio_ms=0.0, text=head.arguments
+                )
+                self._idle_from_ms = self._audio_ms
+                return
+        elif head is not None:
+            self._function_calls.popleft()
+            call = head
         elif (taken := self._take_step()) is not None:
             step_index, step = taken
             if isinstance(step, SilentStep):
@@ -1244,8 +1441,36 @@ class PeerSession:
             function_name=then_call.name if then_call else None,
             call_id=then_call.call_id if then_call else None,
             step=step_index,
+            mcp_call=mcp_call,
         )
         self.record.responses.append(record)
+        speeches = [_Speech(audio, transcript)]
+        config = self.config
+        if config.preamble_ms > 0:
+            preamble = tone(config.preamble_hz, config.preamble_ms, fmt.rate, level_dbfs=-12.0)
+            speeches.insert(0, _Speech(fmt.encode(preamble), config.preamble_transcript, True))
+        active = _ActiveResponse(
+            record=record,
+            response=response,
+            chunk_bytes=max(1, config.chunk_ms) * fmt.bytes_per_ms,
+            bytes_per_ms=fmt.bytes_per_ms,
+            started_ms=self._audio_ms,
+            then_call=then_call,
+            to_speak=speeches,
+            output=done_items,
+        )
+        self._active = active
+        self._next_item(active)
+        if not active.audio:
+            self._advance(active)
+
+    def _next_item(self, active: _ActiveResponse) -> None:
+        """Open the next audio item of ``active`` (its output item and content part)."""
+        speech = active.to_speak.pop(0)
+        record = active.record
+        item_id = self.ids.new("item") if speech.preamble else record.item_id
+        if speech.preamble:
+            record.preamble_item_id = item_id
         item: Event = {
             "id": item_id,
             "object": "realtime.item",
@@ -1257,32 +1482,36 @@ class PeerSession:
         previous = self._order[-1] if self._order else None
         self._items[item_id] = _Item(item)
         self._order.append(item_id)
+        active.item, active.output_index, active.preamble = (
+            item,
+            len(active.output),
+            speech.preamble,
+        )
+        active.audio, active.words, active.pos = speech.audio, speech.transcript.split(), 0
+        active.words_sent, active.transcript_sent = 0, []
         self._emit(
             "response.output_item.added",
-            response_id=response_id,
-            output_index=0,
+            response_id=record.id,
+            output_index=active.output_index,
             item=copy.deepcopy(item),
         )
         self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
-        chunk = max(1, self.config.chunk_ms) * fmt.bytes_per_ms
-        active = _ActiveResponse(
-            record=record,
-            response=response,
-            item=item,
-            audio=audio,
-            chunk_bytes=chunk,
-            bytes_per_ms=fmt.bytes_per_ms,
-            words=transcript.split(),
-            then_call=then_call,
-        )
         self._emit(
             "response.content_part.added",
             **self._content_ids(active),
             part={"type": "audio", "transcript": ""},
         )
-        self._active = active
-        if not audio:
-            self._finish(active, "completed")
+
+    def _advance(self, active: _ActiveResponse) -> None:
+        """The item's audio is all sent: close it, then open the next or end the response."""
+        while True:
+            self._close_item(active, "completed")
+            if not active.to_speak:
+                self._end_response(active, "completed", None)
+                return
+            self._next_item(active)
+            if active.audio:
+                return
 
     def _take_step(self) -> tuple[int, ScriptStep] | None:
         """The script step for the response being made (and its index), if any left."""
@@ -1335,7 +1564,13 @@ class PeerSession:
         status: Literal["completed", "cancelled"],
         reason: str | None = None,
     ) -> None:
-        self._active = None
+        """End ``active`` now: its current item as ``status``, later items never start."""
+        self._close_item(active, status)
+        self._end_response(active, status, reason)
+
+    def _close_item(
+        self, active: _ActiveResponse, status: Literal["completed", "cancelled"]
+    ) -> None:
         ids = self._content_ids(active)
         transcript = (
             " ".join(active.words)
@@ -1353,29 +1588,45 @@ class PeerSession:
         self._emit(
             "response.output_item.done",
             response_id=active.record.id,
-            output_index=0,
+            output_index=active.output_index,
             item=copy.deepcopy(item),
         )
         previous_index = self._order.index(item["id"]) - 1 if item["id"] in self._order else -1
         previous = self._order[previous_index] if previous_index >= 0 else None
         self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
-        output = [item]
+        active.output.append(item)
+
+    def _end_response(
+        self,
+        active: _ActiveResponse,
+        status: Literal["completed", "cancelled"],
+        reason: str | None,
+    ) -> None:
+        self._active = None
+        output = active.output
         if status == "completed" and active.then_call is not None:
             output.append(
                 self._function_call_item(
-                    active.record.id, self.ids.new("item"), active.then_call, output_index=1
+                    active.record.id,
+                    self.ids.new("item"),
+                    active.then_call,
+                    output_index=len(output),
                 )
             )
         active.record.status = status
         active.record.reason = reason
-        self._response_done(
-            active.response,
-            status,
-            reason,
-            output,
-            audio_ms=active.pos / active.bytes_per_ms,
-            text=transcript,
+        text = " ".join(
+            str(part.get("transcript", ""))
+            for item in output
+            for part in item.get("content", [])
+            if isinstance(part, dict)
         )
+        self._response_done(
+            active.response, status, reason, output, audio_ms=active.audio_ms_sent, text=text
+        )
+        # The idle timeout counts from when the caller has heard it all (the
+        # client plays it in real time, from about when it was created).
+        self._idle_from_ms = max(self._audio_ms, active.started_ms + active.audio_ms_sent)
 
     def _text_response(self, response: Event, record: ResponseRecord, text: str) -> None:
         item: Event = {
@@ -1484,6 +1735,80 @@ class PeerSession:
         )
         self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
         return item
+
+    def _mcp_call_item(
+        self, response_id: str, item_id: str, call: ScriptedMcpCall, *, output_index: int
+    ) -> Event:
+        """Emit one MCP call the API makes for the model; return the completed item."""
+        item: Event = {
+            "id": item_id,
+            "type": "mcp_call",
+            "server_label": call.server_label,
+            "name": call.name,
+            "arguments": "",
+        }
+        previous = self._order[-1] if self._order else None
+        self._items[item_id] = _Item(item)
+        self._order.append(item_id)
+        ids = {"item_id": item_id, "output_index": output_index}
+        self._emit(
+            "response.output_item.added",
+            response_id=response_id,
+            output_index=output_index,
+            item=copy.deepcopy(item),
+        )
+        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        self._emit(
+            "response.mcp_call_arguments.delta",
+            response_id=response_id,
+            **ids,
+            delta=call.arguments,
+            obfuscation=self.ids.obfuscation(),
+        )
+        self._emit(
+            "response.mcp_call_arguments.done",
+            response_id=response_id,
+            **ids,
+            arguments=call.arguments,
+        )
+        self._emit("response.mcp_call.in_progress", **ids)
+        item["arguments"] = call.arguments
+        if call.error is not None:
+            item["output"] = None
+            item["error"] = {"type": "tool_execution_error", "message": call.error}
+            self._emit("response.mcp_call.failed", **ids)
+        else:
+            item["output"] = call.output or ""
+            item["error"] = None
+            self._emit("response.mcp_call.completed", **ids)
+        self._emit(
+            "response.output_item.done",
+            response_id=response_id,
+            output_index=output_index,
+            item=copy.deepcopy(item),
+        )
+        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        return item
+
+    def _list_mcp_tools(self, label: str) -> None:
+        """List an MCP server's tools as the API does after a session.update names it."""
+        self._mcp_listed.add(label)
+        item_id = self.ids.new("item")
+        item: Event = {"id": item_id, "type": "mcp_list_tools", "server_label": label, "tools": []}
+        previous = self._order[-1] if self._order else None
+        self._items[item_id] = _Item(item)
+        self._order.append(item_id)
+        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        self._emit("mcp_list_tools.in_progress", item_id=item_id)
+        names = self.config.mcp_tools.get(label)
+        if names is None:  # this test peer reaches no MCP server but the configured ones
+            self._emit("mcp_list_tools.failed", item_id=item_id)
+            return
+        item["tools"] = [
+            {"name": name, "input_schema": {"type": "object", "properties": {}}} for name in names
+        ]
+        self._emit("mcp_list_tools.completed", item_id=item_id)
+        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
 
     def _response_done(
         self,

@@ -36,6 +36,7 @@ from websockets.http11 import Request, Response
 from controller.devtools.modelserver.audio import Samples
 from controller.devtools.modelserver.config import (
     ScriptedCall,
+    ScriptedMcpCall,
     ServerConfig,
     SessionRecord,
     Validator,
@@ -75,7 +76,7 @@ class ModelServer:
         self.validator = validator
         self.server_event_validator = server_event_validator
         self.sessions: list[SessionRecord] = []
-        self.function_calls: deque[ScriptedCall] = deque()
+        self.function_calls: deque[ScriptedCall | ScriptedMcpCall] = deque()
         self._ids = IdFactory(self.config.seed)
         self._server: Server | None = None
         self._port = 0
@@ -167,6 +168,33 @@ class ModelServer:
             ScriptedCall(name=name, arguments=args, call_id=cid, speak_first=speak_first)
         )
         return cid
+
+    def queue_mcp_call(
+        self,
+        server_label: str,
+        name: str,
+        arguments: str | Mapping[str, Any] = "{}",
+        *,
+        output: str | Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Make the next response call the tool ``name`` of the MCP server ``server_label``.
+
+        The server makes the call itself, as the real API does: with ``output``
+        (default ``{}``) it completes and the response speaks its usual reply
+        after it; with ``error`` it fails and the response ends there.
+        """
+        args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        result = output if output is None or isinstance(output, str) else json.dumps(output)
+        self.function_calls.append(
+            ScriptedMcpCall(
+                server_label=server_label,
+                name=name,
+                arguments=args,
+                output=None if error is not None else (result or "{}"),
+                error=error,
+            )
+        )
 
     @property
     def session(self) -> SessionRecord:
