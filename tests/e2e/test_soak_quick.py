@@ -18,4 +18,3 @@ def test_the_soak_script_runs_and_a_short_soak_leaves_nothing_behind() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "left behind: 0 channels, 0 bridges, 0 live records" in proc.stdout, proc.stdout
-    assert "warnings/errors logged: none" in proc.stdout, proc.stdout
