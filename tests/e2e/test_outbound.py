@@ -34,7 +34,7 @@ from controller.serve import Operations, serve
 from tests.e2e.conftest import controller_env
 
 TOKEN = "e2e-outbound-token-0123456789"
-ALLOW = r"PJSIP/(company|busyline|noanswer|quiet|voicemail)@tester PJSIP/ghost"
+ALLOW = r"PJSIP/(company|shop|busyline|noanswer|quiet|voicemail)@tester PJSIP/ghost"
 
 
 def free_port() -> int:
@@ -181,7 +181,7 @@ async def test_the_agent_talks_reports_achieved_and_call_wait_exits_0(
     running = await outbound()
     hello = make_tone(asterisk.shared_dir / "outbound-hello.wav", 500.0, 1.2)
     await set_phone_script(
-        ari, Script(delay=0.5, play=playable(asterisk, hello), wait=20), name="company"
+        ari, Script(delay=0.5, play=playable(asterisk, hello), wait=20), name="shop"
     )
     model_server.config.input_transcript = "Acme support, how can I help?"
     model_server.config.transcript = "Hello, I am calling about order 4711."
@@ -196,7 +196,7 @@ async def test_the_agent_talks_reports_achieved_and_call_wait_exits_0(
         "-m",
         "controller",
         "call",
-        "PJSIP/company@tester",
+        "PJSIP/shop@tester",
         "--purpose",
         "Ask when order {order} ships.",
         "--var",
@@ -226,7 +226,7 @@ async def test_the_agent_talks_reports_achieved_and_call_wait_exits_0(
     assert "Ask when order 4711 ships." in instructions and "send_dtmf" in instructions
     tools = [t["name"] for t in session.session["tools"]]
     assert "report_outcome" in tools
-    assert (await rig_result(ari, "company"))["state"] == "done"
+    assert (await rig_result(ari, "shop"))["state"] == "done"
     await assert_nothing_left(ari, model_server)
 
 
@@ -239,7 +239,7 @@ async def test_call_wait_exits_1_when_the_purpose_was_not_achieved(
     running = await outbound()
     hello = make_tone(asterisk.shared_dir / "outbound-hello.wav", 500.0, 1.2)
     await set_phone_script(
-        ari, Script(delay=0.5, play=playable(asterisk, hello), wait=20), name="company"
+        ari, Script(delay=0.5, play=playable(asterisk, hello), wait=20), name="shop"
     )
     model_server.queue_function_call(
         "report_outcome", {"status": "not_achieved", "summary": "They are closed."}
@@ -249,7 +249,7 @@ async def test_call_wait_exits_1_when_the_purpose_was_not_achieved(
         "-m",
         "controller",
         "call",
-        "PJSIP/company@tester",
+        "PJSIP/shop@tester",
         "--purpose",
         "Book a table.",
         "--on-machine",
