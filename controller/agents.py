@@ -31,13 +31,17 @@ dependency). Everything in it is optional; without it every call gets the
 
 Everything the model may do on the PBX is listed here: a profile's tools,
 and the transfer targets it may use. Names not declared are refused at load
-time with a message naming them.
+time with a message naming them, and so is a file that is not UTF-8, a
+template with a field that is not a plain ``{name}`` (see
+:mod:`controller.templates`) or a tool's parameter schema nested deeper than
+:data:`MAX_SCHEMA_DEPTH`: one line, never a traceback, and never at the
+first call.
 """
 
 from __future__ import annotations
 
+import json
 import re
-import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -46,12 +50,47 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.config import Eagerness, Settings, VadType
 from controller.errors import ConfigError
+from controller.templates import (
+    DATA_FIELDS,
+    DATA_NOTE,
+    TEMPLATE_FIELDS,
+    fill_template,
+    template_problem,
+    uses_fields,
+)
+
+__all__ = [
+    "BUILTIN_TOOLS",
+    "TEMPLATE_FIELDS",
+    "Agent",
+    "AgentsFile",
+    "HttpTool",
+    "Profile",
+    "TransferTarget",
+    "VadOverrides",
+    "VadSettings",
+    "fill_template",
+    "load_agents_file",
+    "parse_stasis_args",
+    "resolve_agent",
+]
 
 #: Tools the controller implements itself.
 BUILTIN_TOOLS = ("hangup", "send_dtmf", "transfer")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: Template fields available to instructions and greetings.
-TEMPLATE_FIELDS = ("caller_number", "caller_name", "dialed_number", "date", "call_id", "profile")
+#: Deepest nesting of a tool's parameter schema (real schemas stay under 10).
+MAX_SCHEMA_DEPTH = 32
+#: Most arguments ``Stasis()`` may pass that are looked at, and their longest length.
+MAX_STASIS_ARGS = 32
+MAX_STASIS_ARG_CHARS = 256
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of JSON-like ``value``, counting no further than ``limit + 1``."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
 class _Strict(BaseModel):
@@ -104,6 +143,12 @@ class HttpTool(_Strict):
     def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value.get("type") != "object":
             raise ValueError('must be a JSON schema with "type": "object"')
+        if _depth(value, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("must be plain JSON (no NaN or infinite numbers)") from None
         return value
 
 
@@ -127,6 +172,14 @@ class Profile(_Strict):
     transfer_targets: list[str] = Field(default_factory=list)
     vad: VadOverrides = VadOverrides()
     dtmf_to_model: bool | None = None
+
+    @field_validator("instructions", "greeting")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        problem = template_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class AgentsFile(_Strict):
@@ -198,9 +251,15 @@ def load_agents_file(path: str | Path) -> AgentsFile:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"AGENTS_FILE: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"AGENTS_FILE: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"AGENTS_FILE: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"AGENTS_FILE: {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"AGENTS_FILE: {path} is nested too deeply to be read") from None
     try:
         return AgentsFile.model_validate(data)
     except ValidationError as exc:
@@ -211,30 +270,17 @@ def load_agents_file(path: str | Path) -> AgentsFile:
 
 
 def parse_stasis_args(args: list[str]) -> dict[str, str]:
-    """``Stasis(app,profile=sales,foo)`` -> ``{"profile": "sales"}`` (bare words ignored)."""
+    """``Stasis(app,profile=sales,foo)`` -> ``{"profile": "sales"}`` (bare words ignored).
+
+    The dialplan's arguments may carry what a caller dialled: only the first
+    :data:`MAX_STASIS_ARGS` are looked at, each cut to :data:`MAX_STASIS_ARG_CHARS`.
+    """
     out: dict[str, str] = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
+    for arg in args[:MAX_STASIS_ARGS]:
+        key, sep, value = arg[:MAX_STASIS_ARG_CHARS].partition("=")
         if sep and key.strip():
             out[key.strip()] = value.strip()
     return out
-
-
-class _Fields(string.Formatter):
-    """``str.format`` that leaves unknown ``{names}`` as they are."""
-
-    def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
-        if isinstance(key, str) and key not in kwargs:
-            return "{" + key + "}"
-        return super().get_value(key, args, kwargs)
-
-
-def fill_template(text: str, fields: dict[str, str]) -> str:
-    """Fill ``{caller_number}`` etc.; unknown fields and stray braces stay literal."""
-    try:
-        return _Fields().vformat(text, (), fields)
-    except (ValueError, IndexError):
-        return text
 
 
 def resolve_agent(
@@ -260,23 +306,26 @@ def resolve_agent(
     name = requested or "default"
     if name not in profiles and name != "default":
         known = ", ".join(sorted(profiles)) or "none"
-        warning = f"unknown profile {name!r}; using 'default' (known: {known})"
+        warning = f"unknown profile {name[:64]!r}; using 'default' (known: {known})"
         name = "default"
     profile = profiles.get(name, Profile())
     fields = {**fields, "profile": name}
     tools = tuple(profile.tools) if profile.tools is not None else settings.default_tools
     targets_all = agents.transfer_targets if agents else {}
     vad = profile.vad
+    template = (
+        profile.instructions if profile.instructions is not None else settings.agent_instructions
+    )
+    instructions = fill_template(template, fields)
+    if uses_fields(template, DATA_FIELDS):
+        instructions = f"{instructions.rstrip()}\n\n{DATA_NOTE}"
     agent = Agent(
         profile=name,
-        instructions=fill_template(
-            profile.instructions
-            if profile.instructions is not None
-            else settings.agent_instructions,
-            fields,
-        ),
+        instructions=instructions,
         greeting=fill_template(
-            profile.greeting if profile.greeting is not None else settings.agent_greeting, fields
+            profile.greeting if profile.greeting is not None else settings.agent_greeting,
+            fields,
+            quote=(),
         ),
         voice=profile.voice or settings.realtime_voice,
         tools=tools,

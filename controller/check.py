@@ -3,12 +3,19 @@
 Each check yields one :class:`CheckResult` line. Checks that depend on an
 earlier one (modules need a reachable, authenticated ARI) are reported as
 skipped rather than as confusing follow-on failures.
+
+Servers answer with their own words (a model server may echo the key it
+rejected), so every line is masked before it is returned: the configured
+secrets, anything that looks like one of them, and credentials in URLs
+become ``***`` (:func:`mask_results`). Settings that look like ours but are
+not (``OUTBOUND_ALOW``) are ``warn`` lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 
 from controller.agents import load_agents_file
 from controller.ari.rest import AriClient
-from controller.config import Settings
+from controller.config import Settings, secret_values
 from controller.errors import (
     AriAuthError,
     AriConnectionError,
@@ -27,6 +34,7 @@ from controller.errors import (
 )
 from controller.realtime.events import ErrorEvent, SessionCreated
 from controller.realtime.session import connect_realtime
+from controller.redact import SecretMasker, escape_controls, mask_url, mask_urls_in
 
 #: Modules the controller cannot work without, with what each is for.
 REQUIRED_MODULES: dict[str, str] = {
@@ -59,14 +67,33 @@ class CheckResult:
         return f"{self.status:<4} {self.name}: {self.detail}"
 
 
-async def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[CheckResult]:
-    """Run every check and return the results in order."""
-    results: list[CheckResult] = []
+async def run_checks(
+    settings: Settings, *, timeout: float = 5.0, warnings: Iterable[str] = ()
+) -> list[CheckResult]:
+    """Run every check and return the results in order, secrets masked.
+
+    Args:
+        settings: the settings to check.
+        timeout: seconds allowed for each network check.
+        warnings: lines from :func:`~controller.config.setting_warnings`,
+            reported first as ``warn`` lines.
+    """
+    results = [CheckResult("warn", "settings", line) for line in warnings]
     results.extend(await _check_ari(settings, timeout))
-    results.append(_check_agents(settings))
+    agents_result, tool_secrets = _check_agents(settings)
+    results.append(agents_result)
     results.append(_check_media(settings))
     results.append(await _check_model(settings, timeout))
-    return results
+    return mask_results(results, secret_values(settings, tool_secrets))
+
+
+def mask_results(results: list[CheckResult], secrets: Iterable[str]) -> list[CheckResult]:
+    """``results`` with secrets, their look-alikes and URL credentials masked, one line each."""
+    masker = SecretMasker(secrets)
+    return [
+        CheckResult(r.status, r.name, escape_controls(masker.mask(mask_urls_in(r.detail))))
+        for r in results
+    ]
 
 
 async def _check_ari(settings: Settings, timeout: float) -> list[CheckResult]:
@@ -104,7 +131,8 @@ async def _check_ari(settings: Settings, timeout: float) -> list[CheckResult]:
         except AriError as exc:
             out.append(CheckResult("FAIL", "ARI", f"unexpected answer from Asterisk: {exc}"))
             return out
-        version = str(info.get("system", {}).get("version", "unknown"))
+        system = info.get("system")
+        version = str(system.get("version", "unknown")) if isinstance(system, dict) else "unknown"
         out.append(CheckResult("ok", "ARI", f"Asterisk {version} answers at {settings.ari_url}"))
         out.append(CheckResult("ok", "credentials", f"ARI user {settings.ari_user!r} accepted"))
         out.append(await _check_modules(ari))
@@ -154,19 +182,21 @@ async def _check_app(ari: AriClient, app: str) -> CheckResult:
     )
 
 
-def _check_agents(settings: Settings) -> CheckResult:
+def _check_agents(settings: Settings) -> tuple[CheckResult, list[str]]:
+    """The agents line, and the header values of its tools (secrets to mask)."""
     if not settings.agents_file:
-        return CheckResult("ok", "agents", "no AGENTS_FILE: every call gets the default agent")
+        return CheckResult("ok", "agents", "no AGENTS_FILE: every call gets the default agent"), []
     try:
         agents = load_agents_file(settings.agents_file)
     except ConfigError as exc:
-        return CheckResult("FAIL", "agents", str(exc))
-    return CheckResult(
+        return CheckResult("FAIL", "agents", str(exc)), []
+    result = CheckResult(
         "ok",
         "agents",
         f"{settings.agents_file}: {len(agents.profiles)} profile(s), "
         f"{len(agents.transfer_targets)} transfer target(s), {len(agents.tools)} custom tool(s)",
     )
+    return result, [v for tool in agents.tools.values() for v in tool.headers.values()]
 
 
 def _check_media(settings: Settings) -> CheckResult:
@@ -211,7 +241,7 @@ async def _check_model(settings: Settings, timeout: float) -> CheckResult:
     uses. A healthy endpoint says ``session.created``; a wrong key gets an
     ``error`` event (OpenAI upgrades first, then complains).
     """
-    where = urlunsplit(urlsplit(settings.realtime_url)._replace(query=""))
+    where = mask_url(urlunsplit(urlsplit(settings.realtime_url)._replace(query="")))
     try:
         session = await connect_realtime(
             settings.realtime_url,

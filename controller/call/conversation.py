@@ -52,6 +52,7 @@ What it owns:
 from __future__ import annotations
 
 import binascii
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,11 +106,15 @@ LIMIT_RECHECK_SECONDS = 0.5
 QUIET_ERROR_CODES = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response"}
 )
-GREETING_INSTRUCTIONS = "Greet the caller now. Say exactly this, then wait for them: {greeting}"
+# The greeting and the message go in as JSON strings: they may hold a caller's
+# name, which must be said, never obeyed.
+GREETING_INSTRUCTIONS = (
+    "Greet the caller now. Say exactly the text of this JSON string, then wait for them: {greeting}"
+)
 GOODBYE_INSTRUCTIONS = "Say a short, polite goodbye to the caller now."
 MESSAGE_INSTRUCTIONS = (
-    "You reached an answering machine and its beep has sounded. Say exactly this "
-    "message, clearly, then stop: {message}"
+    "You reached an answering machine and its beep has sounded. Say exactly the text of "
+    "this JSON string, clearly, then stop: {message}"
 )
 
 
@@ -452,7 +457,8 @@ class Conversation:
         greeting = self.config.greeting
         if greeting:
             self._responses.greeting_requested = True
-            params = ResponseParams(instructions=GREETING_INSTRUCTIONS.format(greeting=greeting))
+            quoted = json.dumps(greeting, ensure_ascii=False)
+            params = ResponseParams(instructions=GREETING_INSTRUCTIONS.format(greeting=quoted))
             return [Send(ResponseCreate(response=params))]
         return self._flush_outputs()
 
@@ -556,8 +562,9 @@ class Conversation:
             return []
         self._agent_spoke = True  # no hold limit: the agent is about to speak
         self.result = CallResult("voicemail", "left a message")
+        quoted = json.dumps(message, ensure_ascii=False)
         params = ResponseParams(
-            instructions=MESSAGE_INSTRUCTIONS.format(message=message), tool_choice="none"
+            instructions=MESSAGE_INSTRUCTIONS.format(message=quoted), tool_choice="none"
         )
         ending = EndCall(Outcome.AGENT_HUNG_UP, "left a message on the answering machine")
         return [

@@ -202,7 +202,7 @@ def test_an_answering_machine_gets_the_message_then_the_call_ends() -> None:
     conv.session_ready(0.0)
     actions = conv.machine_answered("Please call Ada back on 555-0100.", 1.0)
     (send,) = [a.event.to_dict() for a in actions if isinstance(a, Send)]
-    assert send["response"]["instructions"].endswith("Please call Ada back on 555-0100.")
+    assert send["response"]["instructions"].endswith('"Please call Ada back on 555-0100."')
     assert send["response"]["tool_choice"] == "none"
     assert conv.result == CallResult("voicemail", "left a message")
     assert run_timers(conv, 2.0) == [
