@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     realtime_connect_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
         10.0, validation_alias=_env("REALTIME_CONNECT_TIMEOUT")
     )
+    # The largest message accepted from the model server (bytes); bigger ones
+    # close the session before they are read (websocket close code 1009).
+    realtime_max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=256 * 2**20)] = Field(
+        4 * 2**20, validation_alias=_env("REALTIME_MAX_MESSAGE_BYTES")
+    )
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe", validation_alias=_env("TRANSCRIPTION_MODEL")
     )
@@ -135,6 +140,10 @@ class Settings(BaseSettings):
     )
     hangup_grace_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
         10.0, validation_alias=_env("HANGUP_GRACE_SECONDS")
+    )
+    # Tool calls one model response may make (and tools running at once).
+    max_tool_calls_per_response: Annotated[int, Field(ge=1, le=100)] = Field(
+        8, validation_alias=_env("MAX_TOOL_CALLS_PER_RESPONSE")
     )
 
     # --- Outbound calls --------------------------------------------------------------

@@ -93,7 +93,7 @@ from controller.errors import (
 )
 from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
-from controller.realtime.events import ClientEvent
+from controller.realtime.events import ClientEvent, split_audio_delta
 from controller.realtime.session import RealtimeSession, connect_realtime
 from controller.records import CallRecord, Direction, DtmfEntry, LiveEventKind
 
@@ -432,6 +432,7 @@ class Call:
             settings.realtime_model,
             azure=settings.is_azure,
             timeout=settings.realtime_connect_timeout,
+            max_message_bytes=settings.realtime_max_message_bytes,
         )
         self._session = session
         assert self._conversation is not None
@@ -481,7 +482,10 @@ class Call:
         assert conversation is not None
         now = self._now
         async for event in session:
-            self._execute(conversation.model_event(event, now(), self._playback()))
+            for index, piece in enumerate(split_audio_delta(event)):
+                if index:
+                    await asyncio.sleep(0)  # a huge delta in steps: the media clock runs between
+                self._execute(conversation.model_event(piece, now(), self._playback()))
         if not self._ended.is_set():
             raise RealtimeConnectionError("model session ended")
 
@@ -642,6 +646,10 @@ class Call:
         if media is not None:
             fields.update(media.summary().as_fields())
         fields.update(input_dropped=self.input_chunks_dropped, truncations=self.truncations)
+        skipped = (session.invalid_events if session is not None else 0) + (
+            self._conversation.unusable_events if self._conversation is not None else 0
+        )
+        fields["model_events_skipped"] = skipped
         record = self.record(final=True)
         fields["cost_usd"] = record.cost_usd
         self._log.info("StasisEnd %s", kv(**fields))

@@ -32,6 +32,7 @@ def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
         max_call_seconds=settings.max_call_seconds,
         silence_timeout_seconds=settings.silence_timeout_seconds,
         audio_bytes_per_ms=8 if settings.realtime_audio == "pcmu" else 48,
+        max_tool_calls_per_response=settings.max_tool_calls_per_response,
     )
 
 
