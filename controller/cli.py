@@ -100,10 +100,14 @@ def _secrets(settings: Settings, agents: AgentsFile | None = None) -> list[str]:
 
 
 def _warn_settings(args: argparse.Namespace) -> list[str]:
-    """Print (and return) one warning line per name that looks like a setting but is not."""
+    """One warning line per name that looks like a setting but is not one.
+
+    ``run`` prints them to stderr; ``check`` reports them as ``warn`` lines.
+    """
     lines = setting_warnings(env_file=args.env_file)
-    for line in lines:
-        print(f"ari-realtime: warning: {line}", file=sys.stderr)
+    if args.command != "check":
+        for line in lines:
+            print(f"ari-realtime: warning: {line}", file=sys.stderr)
     return lines
 
 
