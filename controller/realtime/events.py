@@ -567,7 +567,9 @@ _KNOWN_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output
 
 def _item_tag(value: Any) -> str:
     item_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return item_type if item_type in _KNOWN_ITEM_TYPES else "other"
+    # A list or an object as the type must fail validation, not the set lookup
+    # (TypeError: unhashable, which escaped the parser and crashed the call).
+    return item_type if isinstance(item_type, str) and item_type in _KNOWN_ITEM_TYPES else "other"
 
 
 ConversationItem: TypeAlias = Annotated[

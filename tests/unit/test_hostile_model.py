@@ -23,7 +23,7 @@ from controller.call.conversation import (
     Send,
     ToolCallEnded,
 )
-from controller.errors import RealtimeConnectionError
+from controller.errors import RealtimeConnectionError, RealtimeProtocolError
 from controller.pricing import DEFAULT_PRICES
 from controller.realtime import events as ev
 from controller.realtime.events import parse_server_event, split_audio_delta
@@ -54,12 +54,24 @@ async def scripted(
         yield f"ws://127.0.0.1:{port}/v1/realtime"
 
 
+@pytest.mark.parametrize("item_type", ["[]", "{}", "null", "1"])
+def test_an_item_whose_type_is_not_a_string_is_a_protocol_error(item_type: str) -> None:
+    # Found by the fuzz tests: response.done with an output item of "type": []
+    # raised TypeError (unhashable) out of the parser, past the session's
+    # skip of invalid events, and crashed the call.
+    item = '{"type":' + item_type + "}"
+    message = '{"type":"response.done","response":{"id":"r","output":[' + item + "]}}"
+    with pytest.raises(RealtimeProtocolError, match="invalid response.done event"):
+        parse_server_event(message)
+
+
 BAD_EVENTS: list[str | bytes] = [
     '{"type":"rate_limits.updated","rate_limits":"none"}',  # a known event, a wrong type
     '{"type":"conversation.created","conversation":[1,2]}',
     '{"type":"input_audio_buffer.speech_started","audio_start_ms":"soon","item_id":"i"}',
     "{broken",
     '{"type":"x","deep":' + "[" * 3000 + "]" * 3000 + "}",
+    '{"type":"response.done","response":{"id":"r","output":[{"type":[]}]}}',
     b"\xff\xfe\x00",
 ]
 
@@ -73,9 +85,9 @@ async def test_malformed_events_during_set_up_are_skipped_not_fatal(
         session = await connect_realtime(url, KEY, "m")
         info = await session.start(ev.build_session_update(ev_settings()))
         assert info.id == "sess_1"
-        assert session.invalid_events == 12  # every one of the six, both times
+        assert session.invalid_events == 14  # every one of the seven, both times
         await session.close()
-    assert caplog.text.count("skipping invalid server event") == 12
+    assert caplog.text.count("skipping invalid server event") == 14
 
 
 def ev_settings() -> Any:
