@@ -16,7 +16,9 @@ The service is not trusted with more than its answer:
   Python does not know, once crashed the call);
 * redirects are followed only within the tool's own origin (scheme, host
   and port), at most :data:`MAX_REDIRECTS` of them: the tool's headers
-  (credentials) and the caller's data never go to another site.
+  (credentials) and the caller's data never go to another site;
+* a reply that echoes the tool's own header values (a token) has them
+  masked: the result goes to the model, the call record and the live view.
 
 One :class:`aiohttp.ClientSession` serves every call of the process
 (connection pooling, one resolver), opened on first use.
@@ -33,6 +35,7 @@ from yarl import URL
 from controller.agents import HttpTool
 from controller.errors import ToolError
 from controller.httpbody import read_limited
+from controller.redact import SecretMasker
 
 #: Longer replies are cut: the result goes into the model's context.
 MAX_RESULT_CHARS = 16_000
@@ -110,7 +113,8 @@ class HttpToolClient:
                     if status >= 400:
                         raise ToolError(f"{name} failed: the service answered HTTP {status}")
                     data = await read_limited(response, MAX_REPLY_BYTES)
-                    return decode_reply(data[:MAX_REPLY_BYTES], response.charset)
+                    text = decode_reply(data[:MAX_REPLY_BYTES], response.charset)
+                    return SecretMasker(tool.headers.values()).mask(text)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # ValueError: e.g. a Location header that is not a URL.
             raise ToolError(

@@ -268,3 +268,15 @@ def test_check_reports_them_as_warn_lines(monkeypatch, capsys) -> None:
         "warn settings: OUTBOUND_ALOW (in the environment) is not a setting (ignored); "
         "did you mean OUTBOUND_ALLOW?"
     )
+
+
+def test_run_masks_the_tools_header_values_in_its_log(tmp_path: Path) -> None:
+    from controller.cli import _secrets
+
+    agents = tmp_path / "agents.toml"
+    agents.write_text(
+        '[tools.t]\ndescription = "d"\nurl = "http://127.0.0.1:9/t"\n'
+        'headers = { Authorization = "Bearer tool-token-0123456789abcdef" }\n'
+    )
+    secrets = _secrets(load_settings(OPENAI_API_KEY=KEY), load_agents_file(agents))
+    assert KEY in secrets and "Bearer tool-token-0123456789abcdef" in secrets

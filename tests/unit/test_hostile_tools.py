@@ -118,6 +118,22 @@ async def test_a_redirect_loop_ends() -> None:
             await run_tool(url)
 
 
+async def test_a_reply_echoing_the_tools_credentials_has_them_masked() -> None:
+    token = "Bearer tool-token-0123456789abcdef"
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"you_sent": request.headers["Authorization"]})
+
+    async with service(echo) as url:
+        client = HttpToolClient()
+        try:
+            tool = HttpTool(description="d", url=url + "/tool", headers={"Authorization": token})
+            text = await client.call("lookup", tool, BODY)
+        finally:
+            await client.close()
+    assert "tool-token" not in text and "***" in text
+
+
 def test_decode_reply_never_raises() -> None:
     assert decode_reply(b"\xff" * 10, "utf-8") == "\ufffd" * 10
     assert decode_reply(b"x" * (MAX_RESULT_CHARS + 10), None) == "x" * MAX_RESULT_CHARS
