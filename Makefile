@@ -28,6 +28,7 @@ e2e: bootstrap
 bench: bootstrap
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_realtime.py
+	$(PY) bench/bench_hostile.py
 
 bench-calls: bootstrap
 	$(PY) bench/bench_calls.py

@@ -42,15 +42,19 @@ dependency). Everything in it is optional; without it every call gets the
 
 Everything the model may do on the PBX is listed here: a profile's tools,
 and the transfer targets it may use. Names not declared are refused at load
-time with a message naming them. MCP header values are never written in the
-file: ``headers_from_env`` names the environment variables that hold them.
+time with a message naming them, and so is a file that is not UTF-8, a
+template with a field that is not a plain ``{name}`` (see
+:mod:`controller.templates`) or a tool's parameter schema nested deeper than
+:data:`MAX_SCHEMA_DEPTH`: one line, never a traceback, and never at the
+first call. MCP header values are never written in the file:
+``headers_from_env`` names the environment variables that hold them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,12 +82,47 @@ from controller.config import (
     VadType,
 )
 from controller.errors import ConfigError
+from controller.templates import (
+    DATA_FIELDS,
+    DATA_NOTE,
+    TEMPLATE_FIELDS,
+    fill_template,
+    template_problem,
+    uses_fields,
+)
+
+__all__ = [
+    "BUILTIN_TOOLS",
+    "TEMPLATE_FIELDS",
+    "Agent",
+    "AgentsFile",
+    "HttpTool",
+    "Profile",
+    "TransferTarget",
+    "VadOverrides",
+    "VadSettings",
+    "fill_template",
+    "load_agents_file",
+    "parse_stasis_args",
+    "resolve_agent",
+]
 
 #: Tools the controller implements itself.
 BUILTIN_TOOLS = ("hangup", "send_dtmf", "transfer")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: Template fields available to instructions and greetings.
-TEMPLATE_FIELDS = ("caller_number", "caller_name", "dialed_number", "date", "call_id", "profile")
+#: Deepest nesting of a tool's parameter schema (real schemas stay under 10).
+MAX_SCHEMA_DEPTH = 32
+#: Most arguments ``Stasis()`` may pass that are looked at, and their longest length.
+MAX_STASIS_ARGS = 32
+MAX_STASIS_ARG_CHARS = 256
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of JSON-like ``value``, counting no further than ``limit + 1``."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
 class _Strict(BaseModel):
@@ -136,6 +175,12 @@ class HttpTool(_Strict):
     def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value.get("type") != "object":
             raise ValueError('must be a JSON schema with "type": "object"')
+        if _depth(value, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("must be plain JSON (no NaN or infinite numbers)") from None
         return value
 
 
@@ -265,6 +310,14 @@ class Profile(_Strict):
     vad: VadOverrides = VadOverrides()
     dtmf_to_model: bool | None = None
 
+    @field_validator("instructions", "greeting")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        problem = template_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class AgentsFile(_Strict):
     """The whole ``AGENTS_FILE``."""
@@ -279,8 +332,10 @@ class AgentsFile(_Strict):
         return {n: t for n, t in self.tools.items() if isinstance(t, McpServer)}
 
     def secrets(self) -> list[str]:
-        """Values that must never be printed (MCP header values)."""
-        return [v for server in self.mcp_servers.values() for v in server.headers.values() if v]
+        """Values that must never be printed (MCP and HTTP tool header values)."""
+        mcp = [v for server in self.mcp_servers.values() for v in server.headers.values() if v]
+        http = [v for tool in self.tools.values() for v in getattr(tool, "headers", {}).values()]
+        return [*mcp, *(v for v in http if v)]
 
     @model_validator(mode="after")
     def _references(self) -> AgentsFile:
@@ -382,9 +437,15 @@ def load_agents_file(
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"AGENTS_FILE: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"AGENTS_FILE: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"AGENTS_FILE: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"AGENTS_FILE: {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"AGENTS_FILE: {path} is nested too deeply to be read") from None
     try:
         agents = AgentsFile.model_validate(data)
     except ValidationError as exc:
@@ -432,10 +493,14 @@ def _check_with_settings(agents: AgentsFile, settings: Settings) -> None:
 
 
 def parse_stasis_args(args: list[str]) -> dict[str, str]:
-    """``Stasis(app,profile=sales,foo)`` -> ``{"profile": "sales"}`` (bare words ignored)."""
+    """``Stasis(app,profile=sales,foo)`` -> ``{"profile": "sales"}`` (bare words ignored).
+
+    The dialplan's arguments may carry what a caller dialled: only the first
+    :data:`MAX_STASIS_ARGS` are looked at, each cut to :data:`MAX_STASIS_ARG_CHARS`.
+    """
     out: dict[str, str] = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
+    for arg in args[:MAX_STASIS_ARGS]:
+        key, sep, value = arg[:MAX_STASIS_ARG_CHARS].partition("=")
         if sep and key.strip():
             out[key.strip()] = value.strip()
     return out
@@ -450,23 +515,6 @@ def dialled_number(args: list[str], exten: str = "") -> str:
     """
     bare = [a for a in args if a and "=" not in a]
     return bare[0] if bare else exten
-
-
-class _Fields(string.Formatter):
-    """``str.format`` that leaves unknown ``{names}`` as they are."""
-
-    def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
-        if isinstance(key, str) and key not in kwargs:
-            return "{" + key + "}"
-        return super().get_value(key, args, kwargs)
-
-
-def fill_template(text: str, fields: dict[str, str]) -> str:
-    """Fill ``{caller_number}`` etc.; unknown fields and stray braces stay literal."""
-    try:
-        return _Fields().vformat(text, (), fields)
-    except (ValueError, IndexError):
-        return text
 
 
 def resolve_agent(
@@ -492,7 +540,7 @@ def resolve_agent(
     name = requested or "default"
     if name not in profiles and name != "default":
         known = ", ".join(sorted(profiles)) or "none"
-        warning = f"unknown profile {name!r}; using 'default' (known: {known})"
+        warning = f"unknown profile {name[:64]!r}; using 'default' (known: {known})"
         name = "default"
     profile = profiles.get(name, Profile())
     fields = {**fields, "profile": name}
@@ -506,16 +554,19 @@ def resolve_agent(
     # With a stored prompt, the session's instructions would override the
     # prompt's: they are sent only when the profile or AGENT_INSTRUCTIONS gives them.
     explicit = profile.instructions is not None or "agent_instructions" in settings.model_fields_set
+    template = (
+        profile.instructions if profile.instructions is not None else settings.agent_instructions
+    )
+    instructions = fill_template(template, fields)
+    if uses_fields(template, DATA_FIELDS):
+        instructions = f"{instructions.rstrip()}\n\n{DATA_NOTE}"
     agent = Agent(
         profile=name,
-        instructions=fill_template(
-            profile.instructions
-            if profile.instructions is not None
-            else settings.agent_instructions,
-            fields,
-        ),
+        instructions=instructions,
         greeting=fill_template(
-            profile.greeting if profile.greeting is not None else settings.agent_greeting, fields
+            profile.greeting if profile.greeting is not None else settings.agent_greeting,
+            fields,
+            quote=(),
         ),
         voice=profile.voice or settings.realtime_voice,
         tools=tools,
@@ -551,7 +602,9 @@ def _stored_prompt(
     version = ref.version if ref else None
     if version is None and prompt_id == settings.realtime_prompt_id:
         version = settings.realtime_prompt_version or None  # a version of that prompt only
-    variables = {k: fill_template(v, fields) for k, v in (ref.variables if ref else {}).items()}
+    variables = {
+        k: fill_template(v, fields, quote=()) for k, v in (ref.variables if ref else {}).items()
+    }
     return StoredPrompt(id=prompt_id, version=version, variables=variables)
 
 

@@ -7,7 +7,11 @@ Theory of operation:
   is a new inbound call.
 * Each call runs in its own task, inside its own TaskGroup (see
   :mod:`controller.call.call`). A failing call is logged and torn down; it
-  never disturbs the supervisor or the other calls.
+  never disturbs the supervisor or the other calls. The same holds for
+  events: one that a call fails to handle ends that call (the caller is
+  handed back to the dialplan), and one the supervisor fails to handle is
+  logged and dropped; a new caller whose call cannot even be created is
+  handed back at once.
 * When the websocket drops, Asterisk keeps the calls (media keeps flowing)
   but drops their events and does not replay StasisStart. We reconnect with
   backoff and reconcile: calls whose caller channel vanished are ended, and
@@ -216,11 +220,6 @@ class Controller:
             log.info("drain time is up; handing back %s", kv(calls=len(self.calls)))
         self.request_stop()
 
-    async def _hand_back(self, channel_id: str, result: str) -> None:
-        with contextlib.suppress(AriError):
-            await self._ari.set_variable(channel_id, RESULT_VARIABLE, result)
-            await self._ari.continue_in_dialplan(channel_id)
-
     # --- channel ownership ---------------------------------------------------------
 
     def claim_channel(self, channel_id: str, owner: ChannelOwner) -> None:
@@ -317,11 +316,23 @@ class Controller:
             reader.result()  # re-raise AriConnectionError
 
     async def _read(self, stream: AriEventStream) -> None:
-        async for event in stream.events():
-            self.dispatch(event)
+        try:
+            async for event in stream.events():
+                self.dispatch(event)
+        except AriError:
+            raise
+        except Exception as exc:
+            # A bug, never expected: reconnect and reconcile rather than stop
+            # serving every call.
+            log.exception("reading ARI events failed")
+            raise AriConnectionError(f"ARI events stream failed ({type(exc).__name__})") from exc
 
     def dispatch(self, event: AriEvent) -> None:
-        """Route one event; never raises: one bad event must not stop the app."""
+        """Route one event; never raises: one bad event must not stop the app.
+
+        A call that fails on its event is ended (handed back to the dialplan);
+        the other calls never see it.
+        """
         try:
             self._dispatch(event)
         except Exception:
@@ -339,7 +350,11 @@ class Controller:
             return
         call = self._by_channel.get(channel.id)
         if call is not None:
-            call.on_event(event)
+            try:
+                call.on_event(event)
+            except Exception:
+                log.exception("call failed on an ARI event %s", kv(type=event.type))
+                call.request_end(Outcome.FAILED, "crashed on an ARI event")
             return
         if isinstance(event, StasisStart):
             if channel.id.startswith(self.id_prefix):
@@ -358,7 +373,12 @@ class Controller:
         context = CallContext(
             call_id=self.new_call_id(), channel=event.channel, args=list(event.args)
         )
-        call = self._call_factory(context, self.services)
+        try:
+            call = self._call_factory(context, self.services)
+        except Exception:
+            log.exception("cannot start a call %s", kv(channel=event.channel.id))
+            self._spawn(self._hand_back(event.channel.id, "failed_to_start"))
+            return
         self.calls[call.call_id] = call
         self.claim_channel(event.channel.id, call)
         dialplan = event.channel.dialplan
@@ -391,6 +411,12 @@ class Controller:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _hand_back(self, channel_id: str, result: str) -> None:
+        """Send a caller nobody serves back to the dialplan, with ``result`` set."""
+        with contextlib.suppress(AriError):
+            await self._ari.set_variable(channel_id, RESULT_VARIABLE, result)
+            await self._ari.continue_in_dialplan(channel_id)
+
     async def _delete_channel(self, channel_id: str) -> None:
         with contextlib.suppress(AriError):
             await self._ari.hangup(channel_id)
@@ -419,11 +445,7 @@ class Controller:
                 log.warning(
                     "reconcile: handing back a caller nobody serves %s", kv(channel=channel.id)
                 )
-                with contextlib.suppress(AriError):
-                    await self._ari.set_variable(
-                        channel.id, RESULT_VARIABLE, "controller_restarted"
-                    )
-                    await self._ari.continue_in_dialplan(channel.id)
+                await self._hand_back(channel.id, "controller_restarted")
         active_bridges = {c.bridge_id for c in self.calls.values()}
         for bridge in bridges:
             if bridge.id.startswith(self.id_prefix) and bridge.id not in active_bridges:

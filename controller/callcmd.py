@@ -14,7 +14,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TextIO
 
 import aiohttp
@@ -25,10 +25,11 @@ from controller.config import Settings
 _NUMBER = re.compile(r"^\+?[0-9*#]{2,31}$")
 
 
-def add_parser(sub: Any) -> None:
-    """The ``call`` subcommand's arguments."""
+def add_parser(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """The ``call`` subcommand's arguments (``parents``: options every command takes)."""
     call = sub.add_parser(
         "call",
+        parents=list(parents),
         help="phone someone with a purpose (through the running controller's HTTP API)",
     )
     call.add_argument(

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 
 from controller.agents import AgentsFile, load_agents_file
 from controller.ari.rest import AriClient
-from controller.config import Settings, ari_url_advice
+from controller.config import Settings, ari_url_advice, secret_values
 from controller.errors import (
     AriAuthError,
     AriConnectionError,
@@ -35,6 +36,7 @@ from controller.errors import (
 )
 from controller.realtime.events import ErrorEvent, SessionCreated
 from controller.realtime.session import connect_realtime
+from controller.redact import SecretMasker, escape_controls, mask_url, mask_urls_in
 
 #: Modules the controller cannot work without, with what each is for.
 REQUIRED_MODULES: dict[str, str] = {
@@ -84,16 +86,34 @@ class CheckResult:
         return f"{self.status:<4} {self.name}: {self.detail}"
 
 
-async def run_checks(settings: Settings, *, timeout: float = 5.0) -> list[CheckResult]:
-    """Run every check and return one result per name in :data:`CHECKS`, in that order."""
-    results: list[CheckResult] = []
+async def run_checks(
+    settings: Settings, *, timeout: float = 5.0, warnings: Iterable[str] = ()
+) -> list[CheckResult]:
+    """Run every check and return one result per name in :data:`CHECKS`, in that
+    order (after ``warn`` lines for ``warnings``), secrets masked.
+
+    Args:
+        settings: the settings to check.
+        timeout: seconds allowed for each network check.
+        warnings: lines from :func:`~controller.config.setting_warnings`.
+    """
+    results = [CheckResult("warn", "settings", line) for line in warnings]
     results.extend(await _check_ari(settings, timeout))
     agents_result, agents = _check_agents(settings)
     results.append(agents_result)
     results.append(_check_media(settings))
     results.append(await _check_model(settings, timeout))
     results.append(check_voices(settings, agents))
-    return results
+    return mask_results(results, secret_values(settings, agents.secrets() if agents else []))
+
+
+def mask_results(results: list[CheckResult], secrets: Iterable[str]) -> list[CheckResult]:
+    """``results`` with secrets, their look-alikes and URL credentials masked, one line each."""
+    masker = SecretMasker(secrets)
+    return [
+        CheckResult(r.status, r.name, escape_controls(masker.mask(mask_urls_in(r.detail))))
+        for r in results
+    ]
 
 
 def _skipped(reason: str, names: tuple[str, ...] = _ARI_DEPENDENT) -> list[CheckResult]:
@@ -169,7 +189,8 @@ async def _check_ari(settings: Settings, timeout: float) -> list[CheckResult]:
                 CheckResult("FAIL", "ARI", f"unexpected answer from Asterisk at {url}: {exc}"),
                 *_skipped("ARI answered with an error"),
             ]
-        version = str(info.get("system", {}).get("version", "unknown"))
+        system = info.get("system")
+        version = str(system.get("version", "unknown")) if isinstance(system, dict) else "unknown"
         return [
             CheckResult("ok", "ARI", f"Asterisk {version} answers at {url}"),
             CheckResult("ok", "credentials", f"ARI user {settings.ari_user!r} accepted"),
@@ -313,7 +334,7 @@ async def _check_model(settings: Settings, timeout: float) -> CheckResult:
     uses. A healthy endpoint says ``session.created``; a wrong key gets an
     ``error`` event (OpenAI upgrades first, then complains).
     """
-    where = urlunsplit(urlsplit(settings.realtime_url)._replace(query=""))
+    where = mask_url(urlunsplit(urlsplit(settings.realtime_url)._replace(query="")))
     # No key is sent then; a server that needs none may still open a session.
     keyless = not settings.openai_api_key.get_secret_value()
     try:

@@ -1,8 +1,12 @@
 """Command line: ``ari-realtime run | check | calls | model-server | demo``.
 
 Settings come from the environment (see README), optionally from a file
-given with ``--env-file`` (``NAME=value`` lines, as docker-compose uses).
-A bad setting ends the program with one line naming it, never a traceback.
+given with ``--env-file`` (``NAME=value`` lines, as docker-compose uses),
+before or after the command. A bad setting ends the program with one line
+naming it, never a traceback; a name that looks like a setting but is not one
+(``OUTBOUND_ALOW``) is a warning line naming the closest real one. ``run``
+refuses at start what ``check`` knows is fatal: a bad agents file, a
+``MEDIA_ADDRESS`` that is not an address of this host.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from controller import callcmd
 from controller.agents import AgentsFile, load_agents_file
-from controller.config import Settings, load_settings
+from controller.config import Settings, load_settings, secret_values, setting_warnings
 from controller.errors import AriAuthError, ConfigError, StoreError
 from controller.records import OUTCOMES
 
@@ -32,21 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ari-realtime",
         description="Put a speech-to-speech AI agent on an Asterisk PBX through ARI.",
     )
-    parser.add_argument(
-        "--env-file", help="read settings from this file of NAME=value lines as well"
-    )
+    env_help = "read settings from this file of NAME=value lines as well"
+    parser.add_argument("--env-file", help=env_help)
+    # The same option after the command (``ari-realtime check --env-file F``),
+    # as the README promises; SUPPRESS keeps the value given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--env-file", default=argparse.SUPPRESS, help=env_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="register the Stasis app and serve calls until stopped")
-    sub.add_parser("check", help="preflight: ARI, credentials, modules, media address, model")
+    sub.add_parser(
+        "run", parents=[after], help="register the Stasis app and serve calls until stopped"
+    )
+    sub.add_parser(
+        "check", parents=[after], help="preflight: ARI, credentials, modules, media address, model"
+    )
     sub.add_parser(
         "model-server",
         help="run the local Realtime test/demo peer (not a model)",
         add_help=False,
     )
-    sub.add_parser("demo", help="sandboxed Asterisk + local model + a real SIP call, then stop")
-    callcmd.add_parser(sub)
+    sub.add_parser(
+        "demo",
+        parents=[after],
+        help="sandboxed Asterisk + local model + a real SIP call, then stop",
+    )
+    callcmd.add_parser(sub, parents=[after])
     calls = sub.add_parser(
         "calls",
+        parents=[after],
         help="list call records, newest first; 'calls show ID' prints one in full",
         description="List call records from the store DATABASE_URL names, newest first.",
     )
@@ -77,15 +93,21 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.env_file)
 
 
-def _secrets(settings: Settings) -> list[str]:
-    return [
-        settings.openai_api_key.get_secret_value(),
-        settings.ari_password.get_secret_value(),
-        settings.http_token.get_secret_value(),
-        # It may carry credentials or a token in its query.
-        settings.webhook_url,
-        settings.database_password,
-    ]
+def _secrets(settings: Settings, agents: AgentsFile | None = None) -> list[str]:
+    # Tools' headers (HTTP and MCP) hold credentials; their services may echo them back.
+    return secret_values(settings, agents.secrets() if agents else [])
+
+
+def _warn_settings(args: argparse.Namespace) -> list[str]:
+    """One warning line per name that looks like a setting but is not one.
+
+    ``run`` prints them to stderr; ``check`` reports them as ``warn`` lines.
+    """
+    lines = setting_warnings(env_file=args.env_file)
+    if args.command != "check":
+        for line in lines:
+            print(f"ari-realtime: warning: {line}", file=sys.stderr)
+    return lines
 
 
 async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
@@ -103,6 +125,7 @@ async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
 
 def cmd_run(settings: Settings) -> int:
     """``ari-realtime run``."""
+    from controller.check import media_address_bindable
     from controller.logs import setup_logging
 
     try:
@@ -114,7 +137,16 @@ def cmd_run(settings: Settings) -> int:
     except ConfigError as exc:
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, _secrets(settings) + (agents.secrets() if agents else []))
+    if not media_address_bindable(settings.media_address):
+        # Every call would fail at its first packet: refuse now, as check does.
+        print(
+            f"ari-realtime: bad setting: MEDIA_ADDRESS: {settings.media_address} is not an "
+            "address of this host (cannot bind UDP on it); set an address of this machine "
+            "that Asterisk can reach",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(settings.log_level, _secrets(settings, agents))
     try:
         asyncio.run(_serve(settings, agents))
     except ConfigError as exc:  # found while opening: store, prices, HTTP_LISTEN
@@ -133,11 +165,11 @@ def cmd_run(settings: Settings) -> int:
     return 0
 
 
-def cmd_check(settings: Settings) -> int:
+def cmd_check(settings: Settings, warnings: list[str] | None = None) -> int:
     """``ari-realtime check``: print one line per check; exit 1 on any FAIL."""
     from controller.check import run_checks
 
-    results = asyncio.run(run_checks(settings))
+    results = asyncio.run(run_checks(settings, warnings=warnings or ()))
     for result in results:
         print(result.line())
     failed = [r for r in results if r.status == "FAIL"]
@@ -205,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
             demo_code: int = demo_main(args.env_file)
             return demo_code
+        # Warnings first: a misspelt name may be why a setting is missing.
+        warnings = _warn_settings(args) if args.command in ("run", "check") else []
         settings = _settings(args)
     except ConfigError as exc:
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
@@ -212,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(settings)
     if args.command == "check":
-        return cmd_check(settings)
+        return cmd_check(settings, warnings)
     if args.command == "calls":
         return cmd_calls(settings, args)
     if args.command == "call":

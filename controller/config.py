@@ -3,18 +3,29 @@
 The names below are the public interface: they are documented in README.md
 and used by docker-compose.yml. :func:`load_settings` turns every validation
 problem into one :class:`~controller.errors.ConfigError` whose message names
-the setting and says what is wrong, never echoing a secret's value.
+the setting and says what is wrong, never echoing a secret's value: values
+are shown with URL credentials and credential-like query parameters masked
+(``http://user:***@host``), and with any secret setting's value masked
+wherever it appears. An env file that is not UTF-8, or an environment value
+that is not (the OS hands Python undecodable bytes as surrogates), is one
+such line too. :func:`setting_warnings` names settings that look like ours
+but are not (``OUTBOUND_ALOW``: did you mean ``OUTBOUND_ALLOW``?).
 """
 
 from __future__ import annotations
 
+import difflib
+import io
 import ipaddress
+import os
 import platform
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     AliasChoices,
     Field,
@@ -26,6 +37,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.errors import ConfigError
+from controller.redact import SecretMasker, escape_controls, mask_urls_in
 from controller.store.url import parse_database_url, url_password
 
 AudioMode = Literal["pcmu", "pcm24k"]
@@ -95,6 +107,11 @@ class Settings(BaseSettings):
     realtime_stall_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         15.0, validation_alias=_env("REALTIME_STALL_SECONDS")
     )
+    # The largest message accepted from the model server (bytes); bigger ones
+    # close the session before they are read (websocket close code 1009).
+    realtime_max_message_bytes: Annotated[int, Field(ge=64 * 1024, le=256 * 2**20)] = Field(
+        4 * 2**20, validation_alias=_env("REALTIME_MAX_MESSAGE_BYTES")
+    )
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe", validation_alias=_env("TRANSCRIPTION_MODEL")
     )
@@ -152,6 +169,10 @@ class Settings(BaseSettings):
     )
     hangup_grace_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
         10.0, validation_alias=_env("HANGUP_GRACE_SECONDS")
+    )
+    # Tool calls one model response may make (and tools running at once).
+    max_tool_calls_per_response: Annotated[int, Field(ge=1, le=100)] = Field(
+        8, validation_alias=_env("MAX_TOOL_CALLS_PER_RESPONSE")
     )
 
     # --- Outbound calls --------------------------------------------------------------
@@ -279,7 +300,7 @@ class Settings(BaseSettings):
     @field_validator("ari_url")
     @classmethod
     def _check_ari_url(cls, value: str) -> str:
-        parts = urlsplit(value)
+        parts = _split_url(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8088")
         if parts.username or parts.password:
@@ -289,7 +310,7 @@ class Settings(BaseSettings):
     @field_validator("realtime_url")
     @classmethod
     def _check_realtime_url(cls, value: str) -> str:
-        parts = urlsplit(value)
+        parts = _split_url(value)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(
                 "must be a ws:// or wss:// URL such as wss://api.openai.com/v1/realtime"
@@ -352,7 +373,7 @@ class Settings(BaseSettings):
     def _check_webhook_url(cls, value: str) -> str:
         if not value:
             return value
-        parts = urlsplit(value)
+        parts = _split_url(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL such as https://crm.example/calls")
         return value
@@ -450,6 +471,22 @@ def ari_url_advice(url: str) -> str:
     return f"ARI_URL must not end in /ari (the controller adds it): set ARI_URL={fixed}"
 
 
+def _split_url(value: str) -> Any:
+    """``urlsplit(value)``, with its port checked to be 1-65535.
+
+    Raises:
+        ValueError: a malformed URL, or a port outside 1-65535.
+    """
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a malformed host or a port outside 1-65535") from None
+    if port == 0:
+        raise ValueError("has port 0; give a port from 1 to 65535")
+    return parts
+
+
 def parse_port_range(value: str) -> tuple[int, int]:
     """Parse ``"40000-40999"`` (or a single ``"40000"``) into ``(first, last)``."""
     first_text, sep, last_text = value.partition("-")
@@ -506,21 +543,61 @@ def _describe(error: dict[str, object]) -> str:
     msg = msg.removeprefix("Value error, ")
     if name in SECRET_SETTINGS:
         return f"{name}: {msg}"
-    return f"{name}: {msg} (got {error.get('input')!r})"
+    shown = repr(error.get("input"))
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    return f"{name}: {msg} (got {mask_urls_in(shown)})"
+
+
+def _read_env_file(env_file: str | Path) -> dict[str, str]:
+    """The ``NAME=value`` pairs of an env file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not UTF-8.
+    """
+    path = Path(env_file)
+    if not path.is_file():
+        raise ConfigError(f"--env-file: {env_file} does not exist or is not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--env-file: cannot read {env_file}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"--env-file: {env_file} is not UTF-8 text (line {line}); save it as UTF-8"
+        ) from None
+    values = dotenv_values(stream=io.StringIO(text))  # pydantic-settings' own reader
+    return {name: value or "" for name, value in values.items()}
+
+
+def _check_utf8(values: Mapping[str, str], where: str) -> None:
+    for name in ENV_NAMES:
+        value = values.get(name)
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{name}: {where} holds bytes that are not UTF-8 text") from None
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: object) -> Settings:
     """Read settings from the environment (and ``env_file`` when given).
 
     Raises:
-        ConfigError: with one line naming the first bad setting and what is wrong.
+        ConfigError: with one line naming the first bad setting and what is
+            wrong (secrets and URL credentials masked), or naming an env file
+            that is missing or not UTF-8.
     """
-    if env_file is not None and not Path(env_file).is_file():
-        raise ConfigError(f"--env-file: {env_file} does not exist or is not a file")
+    file_values = _read_env_file(env_file) if env_file is not None else {}
+    _check_utf8(os.environ, "the environment value")
     try:
         # Overrides use the env names (ARI_URL=...), which mypy cannot see.
         factory: Any = Settings
-        settings: Settings = factory(_env_file=env_file, **overrides)
+        settings: Settings = factory(_env_file=env_file, _env_file_encoding="utf-8", **overrides)
         return settings
     except ValidationError as exc:
         # A default computed from other settings is not built when one of them
@@ -528,7 +605,14 @@ def load_settings(env_file: str | Path | None = None, **overrides: object) -> Se
         errors = [
             e for e in exc.errors(include_url=False) if e["type"] != "default_factory_not_called"
         ]
-        lines = [_describe(dict(e)) for e in errors]
+        sources: list[Mapping[str, object]] = [os.environ, file_values, overrides]
+        masker = SecretMasker(
+            str(source[name])
+            for source in sources
+            for name in SECRET_SETTINGS
+            if isinstance(source.get(name), str)
+        )
+        lines = [escape_controls(masker.mask(_describe(dict(e)))) for e in errors]
         raise ConfigError("; ".join(lines)) from None
 
 
@@ -543,3 +627,94 @@ def _env_names() -> tuple[str, ...]:
 
 #: Every environment variable the controller reads.
 ENV_NAMES = _env_names()
+#: Prefixes of our settings: a name with one of them that is not a setting is
+#: most likely a typo, and a typo in a setting silently means its default.
+SETTING_PREFIXES = (
+    "ARI_",
+    "REALTIME_",
+    "OPENAI_",
+    "TRANSCRIPTION_",
+    "VAD_",
+    "MEDIA_",
+    "AGENT_",
+    "AGENTS_",
+    "DTMF_",
+    "BARGE_IN_",
+    "HANGUP_",
+    "SILENCE_",
+    "MAX_",
+    "OUTBOUND_",
+    "HTTP_",
+    "WEBHOOK_",
+    "DATABASE_",
+    "RECORDS_",
+    "PRICES_",
+    "CONTROLLER_",
+)
+#: Names with our prefixes that belong to other software (proxies, the openai SDK).
+FOREIGN_NAMES = frozenset(
+    {
+        "HTTP_PROXY",
+        "OPENAI_API_BASE",
+        "OPENAI_API_TYPE",
+        "OPENAI_API_VERSION",
+        "OPENAI_BASE_URL",
+        "OPENAI_LOG",
+        "OPENAI_ORG_ID",
+        "OPENAI_ORGANIZATION",
+        "OPENAI_PROJECT",
+        "OPENAI_PROJECT_ID",
+    }
+)
+
+
+def setting_warnings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = None
+) -> list[str]:
+    """One line per name that looks like one of our settings but is not one.
+
+    A name with one of :data:`SETTING_PREFIXES` (or one of our names in lower
+    case) that is not a setting is reported with the closest real setting,
+    e.g. ``OUTBOUND_ALOW is not a setting (ignored); did you mean OUTBOUND_ALLOW?``.
+
+    Args:
+        environ: the environment (default: ``os.environ``).
+        env_file: the ``--env-file`` too, if given.
+
+    Raises:
+        ConfigError: the env file cannot be read or is not UTF-8.
+    """
+    names: dict[str, str] = {}
+    for name in os.environ if environ is None else environ:
+        names[name] = "the environment"
+    if env_file is not None:
+        for name in _read_env_file(env_file):
+            names[name] = str(env_file)
+    known = set(ENV_NAMES)
+    lines = []
+    for name, where in sorted(names.items()):
+        if name in known or name in FOREIGN_NAMES:
+            continue
+        upper = name.upper()
+        if not upper.startswith(SETTING_PREFIXES) or (name != upper and upper in FOREIGN_NAMES):
+            continue
+        if name != upper and upper in known:
+            hint = f"; did you mean {upper}? (names are upper case)"
+        else:
+            close = difflib.get_close_matches(upper, ENV_NAMES, n=1, cutoff=0.75)
+            hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{escape_controls(name)[:80]} (in {where}) is not a setting (ignored){hint}")
+    return lines
+
+
+def secret_values(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
+    """Every secret value of ``settings`` (and ``extra``), for masking output."""
+    return [
+        settings.openai_api_key.get_secret_value(),
+        settings.ari_password.get_secret_value(),
+        settings.http_token.get_secret_value(),
+        # It may carry credentials or a token in its query.
+        settings.webhook_url,
+        settings.database_password,
+        *extra,
+    ]

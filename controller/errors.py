@@ -9,6 +9,7 @@ ever need to know this tree::
     ├── ConfigError                   bad setting; the message names it
     ├── AriError                      talking to Asterisk's REST interface
     │   ├── AriConnectionError        unreachable, refused, timed out   (transient)
+    │   ├── AriProtocolError          an event or a reply we cannot parse
     │   └── AriHttpError              Asterisk answered with an error status
     │       ├── AriBadRequest         400: a parameter is missing or wrong
     │       ├── AriAuthError          401/403: ARI_USER / ARI_PASSWORD rejected
@@ -74,6 +75,15 @@ class AriConnectionError(AriError):
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class AriProtocolError(AriError):
+    """Asterisk sent something that is not what ARI documents.
+
+    An events-websocket message that is not an ARI event (not JSON, no
+    ``type``, a known event without its required fields), or a REST reply
+    of the wrong shape. The message names what was wrong, never the payload.
+    """
 
 
 class AriHttpError(AriError):

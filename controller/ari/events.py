@@ -4,20 +4,47 @@ Field names are ARI's own (``rest-api/api-docs/events.json`` and
 ``channels.json`` in Asterisk 22). Only the events the controller acts on get
 a class; anything else parses to :class:`UnknownEvent`, so a new Asterisk
 version that adds events or fields never breaks a call.
+
+Whatever arrives, :func:`parse_event` returns a typed event or raises
+:class:`~controller.errors.AriProtocolError`, nothing else: JSON is decoded by
+pydantic-core, which refuses nesting deeper than a few hundred levels (a
+``UserEvent`` posted with thousands of nested objects stopped the whole
+controller with a ``RecursionError`` when this used :func:`json.loads`),
+invalid UTF-8 and lone surrogates.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from controller.errors import AriError
+from controller.errors import AriProtocolError
 
+__all__ = [
+    "AriEvent",
+    "AriProtocolError",
+    "Bridge",
+    "CallerID",
+    "Channel",
+    "ChannelDestroyed",
+    "ChannelDtmfReceived",
+    "ChannelHangupRequest",
+    "ChannelStateChange",
+    "DialplanCEP",
+    "KnownEvent",
+    "StasisEnd",
+    "StasisStart",
+    "UnknownEvent",
+    "decode_json",
+    "event_channel",
+    "parse_event",
+    "parse_model",
+    "parse_models",
+]
 
-class AriProtocolError(AriError):
-    """An events-websocket message is not valid ARI JSON."""
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Model(BaseModel):
@@ -159,6 +186,29 @@ _KNOWN_TYPES = frozenset(
 _known_adapter: TypeAdapter[KnownEvent] = TypeAdapter(KnownEvent)
 
 
+def decode_json(data: str | bytes, what: str) -> Any:
+    """Decode JSON text from Asterisk.
+
+    Args:
+        data: the text (bytes must be UTF-8).
+        what: names the message in the error (``"ARI event"``).
+
+    Raises:
+        AriProtocolError: not JSON, not UTF-8, a lone surrogate, or nested
+            too deeply (pydantic-core's limit).
+    """
+    try:
+        return pydantic_core.from_json(data, allow_inf_nan=False)
+    except ValueError as exc:
+        raise AriProtocolError(f"{what} is not JSON: {exc}") from None
+
+
+def _problem(exc: ValidationError, skip: object = None) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"] if p != skip)
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
 def parse_event(data: str | bytes | dict[str, Any]) -> AriEvent:
     """Parse one events-websocket message.
 
@@ -170,32 +220,57 @@ def parse_event(data: str | bytes | dict[str, Any]) -> AriEvent:
 
     Raises:
         AriProtocolError: the message is not JSON, has no ``type``, or a known
-            event lacks a required field.
+            event lacks a required field or has one of the wrong type. Nothing
+            else: the fuzz tests feed it hostile structure of every kind.
     """
-    if isinstance(data, dict):
-        obj = data
-    else:
-        try:
-            obj = json.loads(data)
-        except ValueError as exc:
-            raise AriProtocolError(f"ARI event is not JSON: {exc}") from exc
+    obj = data if isinstance(data, dict) else decode_json(data, "ARI event")
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise AriProtocolError("ARI event has no 'type'")
+    event_type: str = obj["type"]
     try:
-        if obj["type"] in _KNOWN_TYPES:
+        if event_type in _KNOWN_TYPES:
             return _known_adapter.validate_python(obj)
         return UnknownEvent.model_validate(obj)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"] if p != obj["type"])
-        raise AriProtocolError(f"ARI {obj['type']} event: {where}: {first['msg']}") from exc
+        problem = _problem(exc, event_type)
+        raise AriProtocolError(f"ARI {event_type[:64]} event: {problem}") from None
+
+
+def parse_model(model: type[_M], data: Any, what: str) -> _M:
+    """Validate one REST reply (or part of one) as ``model``.
+
+    Raises:
+        AriProtocolError: ``data`` does not have the model's shape.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise AriProtocolError(f"{what}: unexpected reply from Asterisk: {_problem(exc)}") from None
+
+
+def parse_models(model: type[_M], data: Any, what: str) -> list[_M]:
+    """Validate a REST reply that is a JSON array of ``model``.
+
+    Raises:
+        AriProtocolError: ``data`` is not a list of the model's shape.
+    """
+    if not isinstance(data, list):
+        raise AriProtocolError(f"{what}: Asterisk did not answer with a list")
+    return [parse_model(model, item, what) for item in data]
 
 
 def event_channel(event: AriEvent) -> Channel | None:
-    """The channel an event is about, if it is about one."""
+    """The channel an event is about, if it is about one.
+
+    An event we do not act on (:class:`UnknownEvent`) keeps its ``channel``
+    as raw JSON; one that does not validate as a channel counts as no channel.
+    """
     channel = getattr(event, "channel", None)
     if isinstance(channel, Channel):
         return channel
     if isinstance(channel, dict) and "id" in channel:
-        return Channel.model_validate(channel)
+        try:
+            return Channel.model_validate(channel)
+        except ValidationError:
+            return None
     return None

@@ -4,14 +4,16 @@ Only the calls the controller needs, named after ARI's own resources and
 operations (``channels/externalMedia``, ``bridges/addChannel`` ...). Every
 failure leaves as a :class:`~controller.errors.AriError`: transport problems
 as :class:`~controller.errors.AriConnectionError`, error statuses as the
-most specific :class:`~controller.errors.AriHttpError` subclass.
+most specific :class:`~controller.errors.AriHttpError` subclass, and a
+reply that is not the JSON ARI documents (not UTF-8, not JSON, the wrong
+shape) as :class:`~controller.errors.AriProtocolError`. Replies are read up
+to :data:`MAX_REPLY_BYTES`.
 """
 
 from __future__ import annotations
 
 import base64
 import errno
-import json
 import socket
 from collections.abc import Mapping
 from types import TracebackType
@@ -19,10 +21,16 @@ from typing import Any, Self
 
 import aiohttp
 
-from controller.ari.events import Bridge, Channel
-from controller.errors import AriConnectionError, AriError, ari_error_for_status
+from controller.ari.events import Bridge, Channel, decode_json, parse_model, parse_models
+from controller.errors import AriConnectionError, AriError, AriProtocolError, ari_error_for_status
+from controller.httpbody import read_limited
+from controller.redact import escape_controls
 
 Params = Mapping[str, str | int | float | bool | None]
+
+#: Largest REST reply read: ``GET /channels`` with a few thousand channels fits many
+#: times over; anything bigger is not an answer we can use.
+MAX_REPLY_BYTES = 16 * 2**20
 
 #: Reasons ``DELETE /channels/{id}`` accepts (ARI 22 ``channels.json``).
 HANGUP_REASONS = frozenset(
@@ -120,21 +128,25 @@ class AriClient:
         Raises:
             AriConnectionError: Asterisk could not be reached or timed out.
             AriHttpError: Asterisk answered with a status of 400 or more.
+            AriProtocolError: the reply is larger than :data:`MAX_REPLY_BYTES`,
+                or not JSON.
         """
         url = f"{self.base_url}/ari{path}"
         try:
             async with self.session.request(
                 method, url, params=_query(params or {}), json=body
             ) as response:
-                text = await response.text()
+                data = await read_limited(response, MAX_REPLY_BYTES)
                 if response.status >= 400:
+                    text = data[:1000].decode("utf-8", "replace")
                     raise ari_error_for_status(response.status, method, path, _reason(text))
-                if not text:
+                if len(data) > MAX_REPLY_BYTES:
+                    raise AriProtocolError(
+                        f"ARI {method} {path}: reply larger than {MAX_REPLY_BYTES} bytes"
+                    )
+                if not data.strip():
                     return None
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    return text
+                return decode_json(data, f"ARI {method} {path} reply")
         except AriError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -146,35 +158,55 @@ class AriClient:
     # --- asterisk --------------------------------------------------------------
 
     async def ping(self) -> dict[str, Any]:
-        """``GET /asterisk/ping``."""
-        result: dict[str, Any] = await self.request("GET", "/asterisk/ping")
-        return result
+        """``GET /asterisk/ping``.
+
+        Raises:
+            AriProtocolError: the reply is not a JSON object.
+        """
+        return _object(await self.request("GET", "/asterisk/ping"), "GET /asterisk/ping")
 
     async def info(self) -> dict[str, Any]:
-        """``GET /asterisk/info`` (build, system, config, status)."""
-        result: dict[str, Any] = await self.request("GET", "/asterisk/info")
-        return result
+        """``GET /asterisk/info`` (build, system, config, status).
+
+        Raises:
+            AriProtocolError: the reply is not a JSON object.
+        """
+        return _object(await self.request("GET", "/asterisk/info"), "GET /asterisk/info")
 
     async def modules(self) -> list[dict[str, Any]]:
-        """``GET /asterisk/modules``: name, status, support_level, ..."""
-        result: list[dict[str, Any]] = await self.request("GET", "/asterisk/modules")
-        return result
+        """``GET /asterisk/modules``: name, status, support_level, ...
+
+        Raises:
+            AriProtocolError: the reply is not a list of JSON objects.
+        """
+        return _objects(await self.request("GET", "/asterisk/modules"), "GET /asterisk/modules")
 
     async def applications(self) -> list[dict[str, Any]]:
-        """``GET /applications``: the Stasis apps registered right now."""
-        result: list[dict[str, Any]] = await self.request("GET", "/applications")
-        return result
+        """``GET /applications``: the Stasis apps registered right now.
+
+        Raises:
+            AriProtocolError: the reply is not a list of JSON objects.
+        """
+        return _objects(await self.request("GET", "/applications"), "GET /applications")
 
     # --- channels --------------------------------------------------------------
 
     async def list_channels(self) -> list[Channel]:
-        """``GET /channels``."""
-        data = await self.request("GET", "/channels")
-        return [Channel.model_validate(c) for c in data]
+        """``GET /channels``.
+
+        Raises:
+            AriProtocolError: the reply is not a list of channels.
+        """
+        return parse_models(Channel, await self.request("GET", "/channels"), "GET /channels")
 
     async def get_channel(self, channel_id: str) -> Channel:
-        """``GET /channels/{channelId}``."""
-        return Channel.model_validate(await self.request("GET", f"/channels/{channel_id}"))
+        """``GET /channels/{channelId}``.
+
+        Raises:
+            AriProtocolError: the reply is not a channel.
+        """
+        data = await self.request("GET", f"/channels/{channel_id}")
+        return parse_model(Channel, data, "GET /channels/{id}")
 
     async def answer(self, channel_id: str) -> None:
         """``POST /channels/{channelId}/answer``."""
@@ -244,7 +276,7 @@ class AriClient:
             },
             body,
         )
-        return Channel.model_validate(result)
+        return parse_model(Channel, result, "POST /channels/externalMedia")
 
     async def get_variable(self, channel_id: str, variable: str) -> str:
         """``GET /channels/{channelId}/variable``."""
@@ -311,14 +343,13 @@ class AriClient:
             },
             body,
         )
-        return Channel.model_validate(result)
+        return parse_model(Channel, result, "POST /channels")
 
     # --- bridges ---------------------------------------------------------------
 
     async def list_bridges(self) -> list[Bridge]:
         """``GET /bridges``."""
-        data = await self.request("GET", "/bridges")
-        return [Bridge.model_validate(b) for b in data]
+        return parse_models(Bridge, await self.request("GET", "/bridges"), "GET /bridges")
 
     async def create_bridge(
         self, *, bridge_id: str | None = None, type: str = "mixing", name: str | None = None
@@ -327,7 +358,7 @@ class AriClient:
         result = await self.request(
             "POST", "/bridges", {"type": type, "bridgeId": bridge_id, "name": name}
         )
-        return Bridge.model_validate(result)
+        return parse_model(Bridge, result, "POST /bridges")
 
     async def add_channel(self, bridge_id: str, *channel_ids: str) -> None:
         """``POST /bridges/{bridgeId}/addChannel``."""
@@ -398,12 +429,24 @@ def _plain_os_error(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _object(data: Any, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise AriProtocolError(f"{what}: Asterisk did not answer with a JSON object")
+    return data
+
+
+def _objects(data: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise AriProtocolError(f"{what}: Asterisk did not answer with a list of objects")
+    return data
+
+
 def _reason(text: str) -> str:
-    """Asterisk's error body is ``{"message": "..."}``; fall back to the text."""
+    """Asterisk's error body is ``{"message": "..."}``; fall back to the text (one line)."""
     try:
-        data = json.loads(text)
-    except ValueError:
-        return text.strip()[:200]
+        data = decode_json(text, "error")
+    except AriProtocolError:
+        data = None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return str(data["message"])
-    return text.strip()[:200]
+        return escape_controls(data["message"][:200])
+    return escape_controls(text.strip()[:200])

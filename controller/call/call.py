@@ -190,6 +190,14 @@ class Call:
         return self._model.audio_dropped if self._model is not None else 0
 
     @property
+    def model_events_skipped(self) -> tuple[int, int]:
+        """Model events skipped: ``(unparsable, unusable)`` (this session; the whole call)."""
+        session = self._model.session if self._model is not None else None
+        invalid = session.invalid_events if session is not None else 0
+        unusable = self._conversation.unusable_events if self._conversation is not None else 0
+        return invalid, unusable
+
+    @property
     def model_ready(self) -> bool:
         """True once the model session is configured."""
         return self._model is not None and self._model.ready.is_set()
@@ -433,6 +441,7 @@ class Call:
                 agent.model,
                 azure=settings.is_azure,
                 timeout=settings.realtime_connect_timeout,
+                max_message_bytes=settings.realtime_max_message_bytes,
             )
             update = session_update(
                 agent,
@@ -644,6 +653,11 @@ class Call:
             truncations=self.truncations,
             model_renewals=self._model.renewals if self._model is not None else 0,
         )
+        link_session = self._model.session if self._model is not None else None
+        skipped = (link_session.invalid_events if link_session is not None else 0) + (
+            self._conversation.unusable_events if self._conversation is not None else 0
+        )
+        fields["model_events_skipped"] = skipped
         record = self.record(final=True)
         fields["cost_usd"] = record.cost_usd
         self._log.info("StasisEnd %s", kv(**fields))

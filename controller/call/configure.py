@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controller.agents import Agent, fill_template
+from controller.agents import Agent
 from controller.call.conversation import ConversationConfig
 from controller.call.tools import build_instructions, declarations
 from controller.config import Settings
 from controller.outbound import OutboundRequest, outbound_instructions
 from controller.realtime.events import Prompt, PromptText, SessionUpdate, build_session_update
+from controller.templates import DATA_FIELDS, DATA_NOTE, fill_template, uses_fields
 
 
 def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
@@ -34,6 +35,7 @@ def conversation_config(agent: Agent, settings: Settings) -> ConversationConfig:
         silence_timeout_seconds=settings.silence_timeout_seconds,
         audio_bytes_per_ms=8 if settings.realtime_audio == "pcmu" else 48,
         stall_seconds=settings.realtime_stall_seconds,
+        max_tool_calls_per_response=settings.max_tool_calls_per_response,
     )
 
 
@@ -49,6 +51,8 @@ def outbound_agent(
     """
     variables = {**fields, **request.variables}
     brief = outbound_instructions(fill_template(request.purpose, variables), request.variables)
+    if uses_fields(request.purpose, DATA_FIELDS - set(request.variables)):
+        brief = f"{brief.rstrip()}\n{DATA_NOTE}\n"
     about = agent.instructions.strip()
     instructions = brief + (f"\nAbout you and who you call for:\n{about}\n" if about else "")
     tools = tuple(t for t in agent.tools if t != "report_outcome") + ("report_outcome",)

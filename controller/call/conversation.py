@@ -37,9 +37,11 @@ What it owns:
   late deltas are dropped);
 * the greeting, and whether it is playing (``PROTECT_GREETING``);
 * tool calls: policy checks (is the tool on this call, are the digits
-  valid, is the transfer target allowed) and the outputs waiting for the
-  response to end: every output of a response goes before *one*
-  ``response.create``, sent once no response is active and no tool runs;
+  valid, is the transfer target allowed, at most
+  ``max_tool_calls_per_response`` of them per response and running at once)
+  and the outputs waiting for the response to end: every output of a
+  response goes before *one* ``response.create``, sent once no response is
+  active and no tool runs;
 * barge-in (see :mod:`controller.call.bargein`): the gate, the 20 ms polls
   while it waits, truncation to what the caller heard;
 * the caller's keys, collected for :data:`DTMF_COLLECT_SECONDS`;
@@ -62,6 +64,12 @@ no response has started :data:`IDLE_PROMPT_WAIT_SECONDS` later, the core asks
 for one (:data:`IDLE_PROMPT_INSTRUCTIONS`). Such prompts are not activity for
 ``SILENCE_TIMEOUT_SECONDS``: it still ends a call in which nobody but the
 agent's "are you still there?" spoke.
+
+What the model sends is not trusted: an event that parses but cannot be used
+(audio that is not base64) is logged, counted in
+:attr:`Conversation.unusable_events` and skipped, and text is cut to
+:data:`MAX_TEXT_CHARS`, so no event can fail the call or grow it without
+bound.
 """
 
 from __future__ import annotations
@@ -134,19 +142,25 @@ GOODBYE_TAIL_SECONDS = 0.1
 RENEW_RECHECK_SECONDS = 1.0
 #: A limit is checked again this often while the agent is still speaking.
 LIMIT_RECHECK_SECONDS = 0.5
+#: Longest transcript line or partial transcript kept (a model's text is not trusted).
+MAX_TEXT_CHARS = 4000
 #: Error codes that are expected in a race and need no more than a debug line.
 QUIET_ERROR_CODES = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response"}
 )
-GREETING_INSTRUCTIONS = "Greet the caller now. Say exactly this, then wait for them: {greeting}"
+# The greeting and the message go in as JSON strings: they may hold a caller's
+# name, which must be said, never obeyed.
+GREETING_INSTRUCTIONS = (
+    "Greet the caller now. Say exactly the text of this JSON string, then wait for them: {greeting}"
+)
 GOODBYE_INSTRUCTIONS = "Say a short, polite goodbye to the caller now."
 #: An answering machine's greeting and beep are over once it has been quiet this long.
 BEEP_QUIET_SECONDS = 1.0
 #: The message is left after this long at the latest, quiet or not.
 BEEP_WAIT_SECONDS = 20.0
 MESSAGE_INSTRUCTIONS = (
-    "You reached an answering machine and its beep has sounded. Say exactly this "
-    "message, clearly, then stop: {message}"
+    "You reached an answering machine and its beep has sounded. Say exactly the text of "
+    "this JSON string, clearly, then stop: {message}"
 )
 #: After ``timeout_triggered`` the server answers by itself; the core asks for
 #: a response only when none has started this long after it.
@@ -385,6 +399,9 @@ class ConversationConfig:
     #: Outbound: the call ends as ``not_achieved`` if the agent has not spoken
     #: this long after the far end answered (menus and hold only); 0: no limit.
     max_hold_seconds: float = 0.0
+    #: Tool calls one response may make, and tools that may run at once
+    #: (``MAX_TOOL_CALLS_PER_RESPONSE``); the rest are refused.
+    max_tool_calls_per_response: int = 8
 
 
 @dataclass(frozen=True)
@@ -456,6 +473,9 @@ class Conversation:
         self._dtmf_digits = ""
         self._dtmf_due: float | None = None
         self._caller_partial = ""
+        self._tool_calls_in: dict[str, int] = {}  # response id -> tool calls it made
+        #: Events from the model that parsed but could not be used (skipped).
+        self.unusable_events = 0
         #: Every utterance so far.
         self.transcript: list[TranscriptLine] = []
         #: Every function call of the model so far, in the order they came.
@@ -548,7 +568,8 @@ class Conversation:
         greeting = self.config.greeting
         if greeting:
             self._responses.greeting_requested = True
-            params = ResponseParams(instructions=GREETING_INSTRUCTIONS.format(greeting=greeting))
+            quoted = json.dumps(greeting, ensure_ascii=False)
+            params = ResponseParams(instructions=GREETING_INSTRUCTIONS.format(greeting=quoted))
             return [Send(ResponseCreate(response=params))]
         return self._flush_outputs()
 
@@ -564,7 +585,11 @@ class Conversation:
             try:
                 audio = binascii.a2b_base64(event.delta)
             except (binascii.Error, ValueError):
-                self._log.warning("model audio is not base64; delta skipped")
+                self.unusable_events += 1
+                self._log.warning(
+                    "model audio is not base64; delta skipped %s",
+                    kv(item=event.item_id, skipped=self.unusable_events),
+                )
                 return []
             if event.response_id == responses.greeting:
                 responses.greeting_items.add(event.item_id)
@@ -621,9 +646,12 @@ class Conversation:
             return self._response_done(event)
         if isinstance(event, ResponseFunctionCallArgumentsDone):
             # Act on arguments.done only; output_item.done repeats the same call.
-            return self._function_call(event.call_id, event.name, event.arguments, now)
+            return self._function_call(
+                event.call_id, event.name, event.arguments, now, event.response_id
+            )
         if isinstance(event, InputAudioTranscriptionDelta):
-            self._caller_partial += event.delta
+            if len(self._caller_partial) < MAX_TEXT_CHARS:
+                self._caller_partial += event.delta[:MAX_TEXT_CHARS]
             return []
         if isinstance(event, InputAudioTranscriptionCompleted):
             # Some servers send only deltas; the text so far then stands.
@@ -685,8 +713,9 @@ class Conversation:
 
     def _leave_message(self, now: float) -> list[Action]:
         message, self._message, self._message_by = self._message or "", None, None
+        quoted = json.dumps(message, ensure_ascii=False)
         params = ResponseParams(
-            instructions=MESSAGE_INSTRUCTIONS.format(message=message), tool_choice="none"
+            instructions=MESSAGE_INSTRUCTIONS.format(message=quoted), tool_choice="none"
         )
         ending = EndCall(Outcome.AGENT_HUNG_UP, "left a message on the answering machine")
         return [
@@ -1008,6 +1037,8 @@ class Conversation:
         text = text.strip()
         if not text:
             return []
+        if len(text) > MAX_TEXT_CHARS:
+            text = text[:MAX_TEXT_CHARS] + "..."
         at = round((now if start is None else start) - self.started, 3)
         until = round((now if end is None else end) - self.started, 3)
         line = TranscriptLine(at, role, text, end=until)
@@ -1045,11 +1076,21 @@ class Conversation:
 
     # --- tools -------------------------------------------------------------------------------
 
-    def _function_call(self, call_id: str, name: str, arguments: str, now: float) -> list[Action]:
+    def _function_call(
+        self, call_id: str, name: str, arguments: str, now: float, response_id: str = ""
+    ) -> list[Action]:
+        name, call_id = name[:64], call_id[:128]  # the model's strings, kept bounded
         record = ToolCall(call_id, name, _safe_args(arguments), now, raw_arguments=arguments)
         self.tool_calls.append(record)
         config = self.config
+        limit = config.max_tool_calls_per_response
+        made = self._tool_calls_in[response_id] = self._tool_calls_in.get(response_id, 0) + 1
         try:
+            if made > limit or len(self._tools_running) >= limit:
+                raise ToolError(
+                    f"too many tool calls: at most {limit} per response and at a time; "
+                    "this one was not run. Wait for the results, then call again if needed"
+                )
             if name not in config.tools or (name == "transfer" and not config.transfer_targets):
                 raise ToolError(f"tool {name!r} is not available on this call")
             args = parse_arguments(arguments)

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 from controller.errors import RealtimeConnectionError, RealtimeError
 from controller.logs import kv
-from controller.realtime.events import ClientEvent, ServerEvent
+from controller.realtime.events import ClientEvent, ServerEvent, split_audio_delta
 from controller.realtime.session import RealtimeSession
 
 #: Caller audio kept while the model session opens or reopens: 10 s of 40 ms chunks.
@@ -127,7 +127,10 @@ class ModelLink:
         while True:
             try:
                 async for event in session:
-                    self._on_event(event)
+                    for index, piece in enumerate(split_audio_delta(event)):
+                        if index:
+                            await asyncio.sleep(0)  # a huge delta in steps: the media clock runs
+                        self._on_event(piece)
                 reason = self._renew_reason or "the model closed the session"
             except RealtimeError as exc:
                 reason = self._renew_reason or f"the model session failed: {exc}"

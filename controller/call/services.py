@@ -15,6 +15,7 @@ from controller.agents import AgentsFile
 from controller.ari.events import AriEvent, Channel
 from controller.ari.rest import AriClient
 from controller.call.http_tools import HttpToolClient
+from controller.call.state import Outcome
 from controller.config import Settings
 from controller.media.clock import MediaClock
 from controller.outbound import OutboundRequest
@@ -26,6 +27,9 @@ class ChannelOwner(Protocol):
 
     def on_event(self, event: AriEvent) -> None:
         """An event about one of the owner's channels (must not block)."""
+
+    def request_end(self, outcome: Outcome, reason: str) -> None:
+        """End the call (e.g. it failed on one of its events); the first outcome wins."""
 
 
 class ChannelRouter(Protocol):

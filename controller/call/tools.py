@@ -12,6 +12,8 @@ import datetime as dt
 import json
 from typing import Any
 
+import pydantic_core
+
 from controller.agents import Agent, McpServer
 from controller.errors import ToolError
 from controller.outbound import report_outcome_tool
@@ -22,6 +24,8 @@ DTMF_KEYS = frozenset("0123456789*#ABCDw")
 MAX_DTMF_LENGTH = 32
 #: Hang-up reasons the model may give are free text; ARI's reason is fixed.
 MAX_REASON_LENGTH = 200
+#: Longest ``arguments`` text of a function call that is decoded at all.
+MAX_ARGUMENTS_CHARS = 64 * 1024
 
 
 def validate_dtmf(digits: object) -> str:
@@ -53,11 +57,17 @@ def validate_dtmf(digits: object) -> str:
 def parse_arguments(arguments: str) -> dict[str, Any]:
     """Decode a function call's ``arguments`` (a JSON object in a string).
 
+    The model chooses this text: it is refused beyond :data:`MAX_ARGUMENTS_CHARS`,
+    and decoded by pydantic-core, which refuses deep nesting (``json.loads``
+    raised ``RecursionError`` on ``[[[[...`` and crashed the call).
+
     Raises:
-        ToolError: the text is not a JSON object.
+        ToolError: the text is too long or is not a JSON object.
     """
+    if len(arguments) > MAX_ARGUMENTS_CHARS:
+        raise ToolError(f"arguments are longer than {MAX_ARGUMENTS_CHARS} characters")
     try:
-        value = json.loads(arguments or "{}")
+        value = pydantic_core.from_json(arguments or "{}", allow_inf_nan=False)
     except ValueError:
         raise ToolError("arguments are not valid JSON") from None
     if not isinstance(value, dict):

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol, Self, TypeAlias, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -146,6 +147,7 @@ __all__ = [
     "audio_format_for",
     "build_session_update",
     "parse_server_event",
+    "split_audio_delta",
 ]
 
 #: Bytes of audio per millisecond in each audio mode (u-law 8 kHz: 8 B/ms,
@@ -733,7 +735,9 @@ _KNOWN_ITEM_TYPES = frozenset(
 
 def _item_tag(value: Any) -> str:
     item_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return item_type if item_type in _KNOWN_ITEM_TYPES else "other"
+    # A list or an object as the type must fail validation, not the set lookup
+    # (TypeError: unhashable, which escaped the parser and crashed the call).
+    return item_type if isinstance(item_type, str) and item_type in _KNOWN_ITEM_TYPES else "other"
 
 
 ConversationItem: TypeAlias = Annotated[
@@ -807,28 +811,42 @@ class ResponseStatusDetails(_ServerModel):
     error: ErrorDetail | None = None
 
 
+#: The most tokens one response is believed to use (a session holds far fewer).
+MAX_TOKENS = 10**9
+
+
+def _tokens(value: int) -> int:
+    # Counts are summed, priced in floats and stored in 64-bit columns: a
+    # server's 10**400 must not overflow any of them, nor -5 lower a bill.
+    return min(max(value, 0), MAX_TOKENS)
+
+
+#: A token count from the server, clamped to ``0..MAX_TOKENS``.
+TokenCount = Annotated[int, AfterValidator(_tokens)]
+
+
 class InputTokenDetails(_ServerModel):
     """Input token breakdown (cached tokens are billed at a lower rate)."""
 
-    text_tokens: int = 0
-    audio_tokens: int = 0
-    image_tokens: int = 0
-    cached_tokens: int = 0
+    text_tokens: TokenCount = 0
+    audio_tokens: TokenCount = 0
+    image_tokens: TokenCount = 0
+    cached_tokens: TokenCount = 0
 
 
 class OutputTokenDetails(_ServerModel):
     """Output token breakdown."""
 
-    text_tokens: int = 0
-    audio_tokens: int = 0
+    text_tokens: TokenCount = 0
+    audio_tokens: TokenCount = 0
 
 
 class Usage(_ServerModel):
-    """Token usage of one response (``response.done``)."""
+    """Token usage of one response (``response.done``); counts clamped to ``0..MAX_TOKENS``."""
 
-    total_tokens: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    total_tokens: TokenCount = 0
+    input_tokens: TokenCount = 0
+    output_tokens: TokenCount = 0
     input_token_details: InputTokenDetails | None = None
     output_token_details: OutputTokenDetails | None = None
 
@@ -1056,6 +1074,31 @@ class ResponseOutputAudioDelta(_ContentEvent):
 
 
 AudioDelta = ResponseOutputAudioDelta
+
+#: Base64 characters of one audio delta handled in one step (48 KiB of audio,
+#: 6 s of u-law, about half a millisecond of decoding and resampling).
+AUDIO_STEP_CHARS = 64 * 1024
+
+
+def split_audio_delta(event: ServerEvent, step: int = AUDIO_STEP_CHARS) -> list[ServerEvent]:
+    """``event`` as a list of events, each of bounded work.
+
+    An audio delta longer than ``step`` base64 characters becomes several
+    deltas of the same item, cut at multiples of 4 characters so each piece
+    decodes on its own; the caller handles them one at a time and lets the
+    media clock run in between. Any other event comes back alone.
+
+    Args:
+        event: a parsed server event.
+        step: the longest piece, in base64 characters (rounded down to a multiple of 4).
+    """
+    if not isinstance(event, ResponseOutputAudioDelta) or len(event.delta) <= step:
+        return [event]
+    step = max(step - step % 4, 4)
+    delta = event.delta
+    return [
+        event.model_copy(update={"delta": delta[i : i + step]}) for i in range(0, len(delta), step)
+    ]
 
 
 class ResponseOutputAudioDone(_ContentEvent):

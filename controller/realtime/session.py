@@ -56,6 +56,7 @@ from controller.realtime.events import (
     UnknownEvent,
     parse_server_event,
 )
+from controller.redact import mask_url
 
 __all__ = ["RealtimeSession", "RedactingLogger", "connect_realtime", "realtime_url"]
 
@@ -69,6 +70,12 @@ _REDACTED = "***"
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_SUFFIX = '"}'
+#: Default cap on one message from the model server (``REALTIME_MAX_MESSAGE_BYTES``):
+#: far above any event a call receives (session objects with long instructions
+#: and many tools are tens of kB), far below what stalls the process.
+MAX_MESSAGE_BYTES = 4 * 2**20
+#: websockets' close code for a message over the size limit (RFC 6455).
+_TOO_BIG = 1009
 
 
 class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
@@ -314,7 +321,13 @@ class RealtimeSession:
         held: list[ServerEvent] = []
         try:
             while True:
-                event = await self.recv()
+                try:
+                    event = await self.recv()
+                except RealtimeProtocolError as exc:
+                    # Skipped as during the call: one bad event must not fail the set-up.
+                    self.invalid_events += 1
+                    log.error("skipping invalid server event: %s", exc)
+                    continue
                 if isinstance(event, kind):
                     return event
                 if isinstance(event, ErrorEvent):
@@ -349,7 +362,10 @@ class RealtimeSession:
             detail = f"code {frame.code}"
             if frame.reason:
                 detail += f" ({self._redact(frame.reason)})"
-        who = "closed" if self._closing else "model server closed the connection"
+        too_big = exc.rcvd is None and frame is not None and frame.code == _TOO_BIG
+        if too_big:
+            detail += "; the model server sent a message over REALTIME_MAX_MESSAGE_BYTES"
+        who = "closed" if self._closing or too_big else "model server closed the connection"
         return RealtimeConnectionError(f"realtime websocket {who}: {detail}")
 
 
@@ -361,6 +377,7 @@ async def connect_realtime(
     azure: bool = False,
     timeout: float = 10.0,
     headers: Mapping[str, str] | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> RealtimeSession:
     """Open a websocket to a Realtime model server (GA protocol).
 
@@ -372,6 +389,8 @@ async def connect_realtime(
         timeout: seconds allowed for TCP, TLS and the websocket handshake;
             also the default for :meth:`RealtimeSession.start`.
         headers: extra handshake headers (never credentials in logs either way).
+        max_message_bytes: the largest message accepted from the server; a
+            bigger one closes the websocket (code 1009) before it is read.
 
     Returns:
         The open session. Call :meth:`RealtimeSession.start` next.
@@ -386,7 +405,7 @@ async def connect_realtime(
     ws_logger = RedactingLogger(logging.getLogger("controller.realtime.websocket"), (key,))
     all_headers = dict(headers or {})
     all_headers.update(_auth_headers(key, azure=azure))
-    display = ws_logger.redact(target)
+    display = mask_url(ws_logger.redact(target))
 
     def cause(exc: BaseException) -> BaseException | None:
         # Chain the library's exception unless its text carries the key.
@@ -399,7 +418,9 @@ async def connect_realtime(
             user_agent_header="ari-realtime",
             open_timeout=timeout,
             close_timeout=min(timeout, 5.0),
-            max_size=None,  # retrieved items and session objects can exceed 1 MiB
+            # Bounded: one 50 MiB message blocked every call's media clock for about
+            # 300 ms (bench/bench_hostile.py); a bigger one closes the session unread.
+            max_size=max_message_bytes,
             compression=None,  # base64 audio barely compresses; save the CPU
             logger=ws_logger,
         )

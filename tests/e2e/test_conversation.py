@@ -516,8 +516,9 @@ async def test_dialplan_profile_sets_instructions_and_voice(
         await wait_nothing_left(ari)
 
     sales, plain = (s.session_updates[0] for s in model_server.sessions)
+    # The caller's number goes in as quoted data (controller.templates).
     assert sales["instructions"].startswith(
-        "You are SALES-DESK-7 of Acme Widgets. The caller is tester."
+        'You are SALES-DESK-7 of Acme Widgets. The caller is "tester".'
     )
     assert sales["audio"]["output"]["voice"] == "cedar"
     assert plain["instructions"].startswith(DEFAULT_INSTRUCTIONS)

@@ -24,6 +24,7 @@ from controller.call.tools import (
 )
 from controller.config import ENV_NAMES, load_settings
 from controller.errors import ConfigError, ToolError
+from controller.templates import DATA_NOTE
 
 AGENTS = """
 [transfer_targets.sales]
@@ -72,8 +73,11 @@ def test_profile_overrides_settings_and_fills_templates(settings, agents) -> Non
     agent, warning = resolve_agent(settings, agents, "sales", FIELDS)
     assert warning is None
     assert agent.profile == "sales"
-    assert agent.instructions == "Sales line. Caller 555 dialled 101. {unknown}"
-    assert agent.greeting == "Hello Ann"
+    # Caller ID and the number dialled go in as quoted data, with a note saying so.
+    assert agent.instructions == (
+        'Sales line. Caller "555" dialled "101". {unknown}\n\n' + DATA_NOTE
+    )
+    assert agent.greeting == "Hello Ann"  # spoken: the whole greeting is quoted when said
     assert agent.voice == "cedar"
     assert agent.tools == ("hangup", "transfer", "lookup_order")
     assert set(agent.transfer_targets) == {"sales"}
@@ -136,8 +140,9 @@ def test_stasis_args_and_templates() -> None:
     assert dialled_number(["101", "profile=sales"], "s") == "101"
     assert dialled_number(["profile=sales"], "101") == "101"  # no number: the extension
     assert dialled_number([], "") == ""
-    assert fill_template("{a} {b} {", {"a": "1"}) == "{a} {b} {"  # stray brace: left as is
+    assert fill_template("{a} {b} {", {"a": "1"}) == "1 {b} {"  # stray brace: left as is
     assert fill_template("{a} and {b}", {"a": "1"}) == "1 and {b}"
+    assert fill_template("{{a}} {a}", {"a": "1"}) == "{a} 1"  # {{ }} as in str.format
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,14 @@ NUMBER = r"\d+\.\d+"
                 rf"pcm24k 100 ms \(4800 B\) +{NUMBER} +{NUMBER} +{NUMBER}x",
             ],
         ),
+        (
+            "bench_hostile.py",
+            [
+                rf"idle \(no message\) +{NUMBER} +{NUMBER}",
+                rf"1 MiB delta +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}  played",
+                rf"8 MiB delta +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}  refused \(1009\)",
+            ],
+        ),
     ],
 )
 def test_benchmark_runs_in_quick_mode(script: str, patterns: list[str]) -> None:

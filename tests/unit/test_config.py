@@ -68,7 +68,9 @@ def test_azure_is_detected_from_the_host(monkeypatch: pytest.MonkeyPatch) -> Non
     ("name", "value", "expected"),
     [
         ("ARI_URL", "pbx:8088", "ARI_URL: must be an http:// or https:// URL"),
-        ("ARI_URL", "http://u:p@pbx:8088", "ARI_URL: must not contain credentials"),
+        ("ARI_URL", "http://pbx:99999", "ARI_URL: has a malformed host or a port outside"),
+        ("ARI_URL", "http://pbx:0", "ARI_URL: has port 0"),
+        ("REALTIME_URL", "wss://api:70000/v1", "REALTIME_URL: has a malformed host or a port"),
         ("REALTIME_URL", "https://api.openai.com", "REALTIME_URL: must be a ws:// or wss://"),
         ("REALTIME_AUDIO", "slin16", "REALTIME_AUDIO: Input should be 'pcmu' or 'pcm24k'"),
         ("ARI_APP", "voice bot", "ARI_APP: must be a non-empty Stasis app name"),

@@ -371,7 +371,7 @@ def test_the_greeting_is_asked_for_first_and_protected_when_configured() -> None
     )
     (greet,) = sent(conv.session_ready(0.0))
     assert greet["type"] == "response.create"
-    assert greet["response"]["instructions"].endswith("Hello!")
+    assert greet["response"]["instructions"].endswith('"Hello!"')  # quoted: said, not obeyed
     assert not conv.server_interrupts  # the controller decides when to interrupt
     response_created(conv, "resp_greeting", 0.5)
     assert speech_started(conv, 1.0, Playback(True, "item_greeting")) == []

@@ -40,6 +40,8 @@ PURE = [
     "controller.recordview",
     "controller.store.url",
     "controller.store.migrations",
+    "controller.templates",
+    "controller.redact",
 ]
 #: Modules (and packages) that do I/O or read the clock.
 IO_MODULES = (

@@ -208,7 +208,7 @@ def test_an_answering_machine_gets_the_message_then_the_call_ends() -> None:
     actions = run_timers(conv, 4.0)  # quiet for a second: the beep is over
     (send,) = [a.event.to_dict() for a in actions if isinstance(a, Send)]
     assert conv.forwards_audio
-    assert send["response"]["instructions"].endswith("Please call Ada back on 555-0100.")
+    assert send["response"]["instructions"].endswith('"Please call Ada back on 555-0100."')
     assert send["response"]["tool_choice"] == "none"
     assert conv.result == CallResult("voicemail", "left a message")
     assert run_timers(conv, 5.0) == [

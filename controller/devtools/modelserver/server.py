@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -235,6 +235,40 @@ class ModelServer:
         if entry is not None:
             await entry[1].close(code, reason)
 
+    async def inject(
+        self,
+        message: str | bytes,
+        record: SessionRecord | None = None,
+        *,
+        text: bool = True,
+        fragment: int | None = None,
+    ) -> bool:
+        """Send ``message`` as it is on a session's websocket (default: the latest).
+
+        A test hook for hostile input: the message goes out unvalidated and
+        unrecorded, between the peer's own events, as a text frame (``bytes``
+        are sent as they are, even when they are not UTF-8) or, with
+        ``text=False``, as a binary frame. With ``fragment``, a ``bytes``
+        message goes out as fragments of that many bytes with the event loop
+        running in between, so sending a huge message does not itself stall
+        this process (tests that time the controller share its loop).
+
+        Returns:
+            False when the session is gone (the message may be cut short).
+        """
+        target = record or self.session
+        entry = self._peers.get(target.id)
+        if entry is None:
+            return False
+        data: str | bytes | AsyncIterator[bytes] = message
+        if fragment is not None and isinstance(message, bytes):
+            data = _fragments(message, fragment)
+        try:
+            await entry[1].send(data, text=text)
+        except ConnectionClosed:
+            return False
+        return True
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
@@ -374,6 +408,12 @@ class ModelServer:
         await asyncio.sleep(self.config.session_max_s)
         peer.expire()
         wake.set()
+
+
+async def _fragments(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(0)
 
 
 def _presented_key(headers: Headers) -> str:
