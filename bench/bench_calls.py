@@ -64,6 +64,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ from controller.devtools.rig.calls import Script, call_pbx, wait_no_channels  # 
 from controller.devtools.rig.sandbox import Sandbox, SandboxError, start_sandbox  # noqa: E402
 from controller.devtools.rig.wait import wait_for  # noqa: E402
 from controller.logs import RedactingFormatter  # noqa: E402
+from controller.serve import Operations  # noqa: E402
 
 BUDGET_MS_PER_CALL_SECOND = 5.0
 #: The caller's turn pattern: this much tone, then this much silence, repeated.
@@ -336,6 +338,9 @@ class Bench:
             MEDIA_ADDRESS="127.0.0.1",
             MEDIA_PORTS=MEDIA_PORTS,
             REALTIME_AUDIO=mode,
+            # The whole product: records to a store, live hub, metrics (no HTTP port).
+            DATABASE_URL=f"sqlite://{tempfile.mkdtemp(prefix='bench-calls-')}/calls.db",
+            HTTP_LISTEN="",
         )
         calls: list[Call] = []
 
@@ -344,7 +349,15 @@ class Bench:
             calls.append(call)
             return call
 
-        controller = Controller(settings, call_factory=factory)
+        ops = await Operations.open(settings)
+        controller = Controller(
+            settings,
+            call_factory=factory,
+            observers=ops.observers,
+            cost=ops.pricing,
+            model_errors=ops.metrics.model_error,
+        )
+        await ops.start(controller)
         task = asyncio.create_task(controller.run(), name=f"controller-{mode}")
         rows: list[Row] = []
         try:
@@ -362,6 +375,7 @@ class Bench:
                 await asyncio.wait_for(task, 20)
             except TimeoutError:
                 task.cancel()
+            await ops.close()
         return rows
 
     async def run_calls(
