@@ -87,7 +87,12 @@ async def soak(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     state = Path(tempfile.mkdtemp(prefix="ari-realtime-soak-"))
     box = start_sandbox(state / "asterisk")
-    server = ModelServer(ServerConfig(reply="tone", tone_ms=1500, transcript="A tone.", speed=4.0))
+    # record_events off: the test peer keeps no event history (its memory is not ours).
+    server = ModelServer(
+        ServerConfig(
+            reply="tone", tone_ms=1500, transcript="A tone.", speed=4.0, record_events=False
+        )
+    )
     counter = Counter()
     logging.getLogger("controller").addHandler(counter)
     logging.getLogger("controller").setLevel(logging.INFO)
