@@ -89,16 +89,15 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
-    from controller.app import Controller
-    from controller.serve import Operations, serve
+    from controller.serve import AnyController, Operations, serve
 
-    def started(controller: Controller, ops: Operations) -> None:
+    def started(controller: AnyController, ops: Operations) -> None:
         loop = asyncio.get_running_loop()
         # First signal: drain (no new calls, live ones finish); second: stop now.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, controller.request_drain, settings.drain_seconds)
 
-    await serve(settings, agents, started=started)
+    await serve(settings, agents, started=started, started_pool=started)
 
 
 def cmd_run(settings: Settings) -> int:

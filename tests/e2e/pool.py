@@ -1,0 +1,153 @@
+"""Helpers for the outbound-mode (worker pool) end-to-end tests.
+
+:func:`start_pool_sandbox` starts a sandboxed Asterisk of its own whose
+ari.conf and websocket_client.conf send ``Stasis()`` of several apps to
+per-call websockets (``type=outbound_websocket``, ``per_call_config``):
+
+=============== ================================= =======================
+app             websocket_client.conf uri         used by
+=============== ================================= =======================
+``voicebot``    ``ws://127.0.0.1:DIRECT``         one controller, or ``--workers N``
+``voicebot-tls`` ``wss://127.0.0.1:TLS`` (CA: ours) the TLS test
+``voicebot-lb`` ``ws://127.0.0.1:LB``             HAProxy in front of two controllers
+=============== ================================= =======================
+
+The dialplan is the repository's: ``Gosub(voicebot,s,1(...))`` runs
+``Stasis(${VOICEBOT_APP})``, so a test picks the app by setting that global
+(:meth:`PoolAsterisk.use_app`). The repository's config files are left as
+they are (production stays inbound); these sections are added only here.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from asterisk.sandbox import CONF_DIR
+from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.sandbox import PORT_SETS, Sandbox, SandboxError, moved_conf
+
+PASSWORD = "voicebot-secret"  # asterisk/ari.conf's sandbox account
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _free(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), as ``(cert, key)``."""
+    cert, key = directory / "listen-cert.pem", directory / "listen-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def outbound_conf(
+    apps: dict[str, str], *, ca_file: str = "", password: str = PASSWORD
+) -> dict[str, str]:
+    """ari.conf (the repo's plus one outbound_websocket per app) and websocket_client.conf."""
+    ari = [(CONF_DIR / "ari.conf").read_text()]
+    clients = []
+    for app, uri in apps.items():
+        name = f"pool-{app}"
+        ari.append(
+            f"\n[{name}]\ntype=outbound_websocket\nwebsocket_client_id={name}\n"
+            f"apps={app}\nlocal_ari_user=voicebot\n"
+        )
+        client = (
+            f"[{name}]\ntype=websocket_client\nconnection_type=per_call_config\n"
+            f"uri={uri}\nprotocols=ari\nusername=voicebot\npassword={password}\n"
+            "connection_timeout=500\nreconnect_interval=200\nreconnect_attempts=3\n"
+        )
+        if uri.startswith("wss:"):
+            client += f"tls_enabled=yes\nca_list_file={ca_file}\nverify_server_cert=yes\n"
+            client += "verify_server_hostname=yes\n"
+        clients.append(client)
+    return {"ari.conf": "".join(ari), "websocket_client.conf": "\n".join(clients)}
+
+
+@dataclass
+class PoolAsterisk:
+    """The pool tests' Asterisk and the ports its per-call websockets go to."""
+
+    box: Sandbox
+    direct_port: int
+    tls_port: int
+    lb_port: int
+    cert: Path
+    key: Path
+
+    async def use_app(self, ari: AriClient, app: str) -> None:
+        """Send the dialplan's ``Stasis()`` to ``app`` (the VOICEBOT_APP global)."""
+        await ari.set_global("VOICEBOT_APP", app)
+
+
+def start_pool_sandbox(state: Path) -> PoolAsterisk:
+    """Start the pool tests' own sandbox (first free port set of :data:`PORT_SETS`)."""
+    shared = state / "spool" / "shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    cert, key = make_cert(shared)
+    direct, tls, lb = free_port(), free_port(), free_port()
+    apps = {
+        "voicebot": f"ws://127.0.0.1:{direct}/ari",
+        "voicebot-tls": f"wss://127.0.0.1:{tls}/ari",
+        "voicebot-lb": f"ws://127.0.0.1:{lb}/ari",
+    }
+    error: SandboxError | None = None
+    for ports in PORT_SETS:
+        http, pbx, phone, _ = ports
+        if not (
+            _free(http, socket.SOCK_STREAM)
+            and _free(pbx, socket.SOCK_DGRAM)
+            and _free(phone, socket.SOCK_DGRAM)
+        ):
+            continue
+        extra = moved_conf(*ports)
+        # The CA file as Asterisk sees it (the shared dir is bound inside).
+        extra.update(outbound_conf(apps, ca_file=f"/var/spool/asterisk/shared/{cert.name}"))
+        box = Sandbox(state, die_with_parent=True, extra_conf=extra)
+        try:
+            box.start()
+        except SandboxError as exc:
+            if "already in use" not in str(exc):
+                raise
+            error = exc
+            continue
+        return PoolAsterisk(box, direct, tls, lb, cert, key)
+    raise error or SandboxError("asterisk sandbox: every port set in PORT_SETS is in use")
