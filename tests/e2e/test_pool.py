@@ -183,9 +183,12 @@ async def test_outbound_mode_serves_a_call_end_to_end(
         Script(record=box.inside_path(heard), play=playable(box, speech), wait=0.5),
         rig_id="pool_e2e",
     )
-    call: Call = await wait_for(
-        lambda: next(iter(running.pool.calls.values()), None), 10, what="the call"
-    )
+
+    def first() -> Call | None:
+        return next(iter(running.pool.calls.values()), None)
+
+    call = await wait_for(first, 10, what="the call")
+    assert isinstance(call, Call)
     # Only the call's own application exists while it runs: app:<channel name>.
     apps = await applications(pool_ari)
     assert apps == [f"voicebot:{call.caller.name}"], apps
