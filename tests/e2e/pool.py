@@ -20,6 +20,7 @@ they are (production stays inbound); these sections are added only here.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -151,3 +152,47 @@ def start_pool_sandbox(state: Path) -> PoolAsterisk:
             continue
         return PoolAsterisk(box, direct, tls, lb, cert, key)
     raise error or SandboxError("asterisk sandbox: every port set in PORT_SETS is in use")
+
+
+def haproxy_config(listen: int, servers: dict[str, int]) -> str:
+    """HAProxy in TCP mode before the controllers, health-checked on ``/healthz``.
+
+    The same shape as the README's: ``leastconn`` (a call is a long-lived
+    connection), ``/healthz`` on the port that carries the calls, and
+    ``redispatch`` so a connection a dead server refuses goes to another.
+    """
+    lines = [
+        "global",
+        "    maxconn 4096",
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 2s",
+        "    timeout client 2h",
+        "    timeout server 2h",
+        "    retries 2",
+        "    option redispatch",
+        "frontend ari",
+        f"    bind 127.0.0.1:{listen}",
+        "    default_backend controllers",
+        "backend controllers",
+        "    balance leastconn",
+        "    option httpchk GET /healthz",
+        "    http-check expect status 200",
+        "    default-server check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions",
+    ]
+    lines += [f"    server {name} 127.0.0.1:{port}" for name, port in servers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def haproxy_binary() -> str:
+    """HAProxy (Debian's package, installed with apt-get when missing and root)."""
+    from controller.devtools.rig.audio import ensure_tools
+
+    for candidate in ("/usr/sbin/haproxy", shutil.which("haproxy")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    ensure_tools("haproxy")
+    found = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(found).exists():
+        raise RuntimeError("haproxy is not installed and could not be installed")
+    return found

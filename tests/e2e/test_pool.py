@@ -11,10 +11,15 @@ model the local GA model server.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -35,9 +40,20 @@ from controller.devtools.rig.calls import (
 )
 from controller.devtools.rig.wait import wait_for
 from controller.outbound import OutboundRequest
+from controller.pool.takeover import LOST_RESULT
 from controller.pool.worker import PoolController
+from controller.records import CallRecord
+from controller.store import open_store
 from tests.e2e.conftest import MEDIA_PORTS
-from tests.e2e.pool import PASSWORD, PoolAsterisk, start_pool_sandbox
+from tests.e2e.pool import (
+    PASSWORD,
+    PoolAsterisk,
+    free_port,
+    haproxy_binary,
+    haproxy_config,
+    start_pool_sandbox,
+)
+from tests.e2e.test_inbound import LogReader as _LogReader
 
 AGENT_HZ = 1000.0
 CALLER_HZ = 400.0
@@ -271,3 +287,247 @@ async def test_an_outbound_call_placed_through_the_pool(
     assert result["state"] == "done", result
     await wait_nothing_left(pool_ari, timeout=15)
     await wait_for(no_applications(pool_ari), 10, what="the per-call apps to go")
+
+
+# --- several workers: ari-realtime run --workers 2, and HAProxy in front of two controllers -----
+
+
+class LogReader(_LogReader):
+    def all(self, *words: str) -> list[str]:
+        return [line for line in self.lines if all(w in line for w in words)]
+
+
+async def start_run(
+    env: dict[str, str], *args: str
+) -> tuple[asyncio.subprocess.Process, LogReader]:
+    """``ari-realtime run ARGS`` as a subprocess with ``env``; its stderr read as it comes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "controller",
+        "run",
+        *args,
+        env={**os.environ, **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return proc, LogReader(proc)
+
+
+async def stop_run(proc: asyncio.subprocess.Process) -> int:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(proc.wait(), 40)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+    return proc.returncode
+
+
+async def stored(url: str) -> list[CallRecord]:
+    store = await open_store(url)
+    try:
+        return await store.list(limit=200)
+    finally:
+        await store.close()
+
+
+async def place_calls(ari: AriClient, prefix: str, count: int, wait: float) -> list[str]:
+    """``count`` calls from the rig's phone, a little apart; their rig ids."""
+    ids = []
+    for i in range(count):
+        rig_id = f"{prefix}{i}"
+        await call_pbx(ari, "100", Script(wait=wait), rig_id=rig_id)
+        ids.append(rig_id)
+        await asyncio.sleep(0.15)
+    return ids
+
+
+async def live_by_worker(url: str, count: int) -> dict[str, list[CallRecord]]:
+    """Wait until ``count`` calls are live in the store; group them by controller id."""
+
+    async def enough() -> list[CallRecord]:
+        live = [r for r in await stored(url) if r.status == "live" and r.answered_at]
+        return live if len(live) >= count else []
+
+    live: list[CallRecord] = await wait_for(
+        enough, 30, what=f"{count} live calls in the store", interval=0.3
+    )
+    groups: dict[str, list[CallRecord]] = {}
+    for record in live:
+        groups.setdefault(record.controller_id, []).append(record)
+    return groups
+
+
+async def assert_failover(
+    pool_asterisk: PoolAsterisk,
+    ari: AriClient,
+    url: str,
+    *,
+    kill: Callable[[str], Awaitable[None]],
+    prefix: str,
+    before: int = 12,
+    after: int = 8,
+) -> tuple[list[CallRecord], list[CallRecord]]:
+    """``before`` calls spread over the workers; ``kill`` one with live calls; ``after`` more.
+
+    Returns the killed worker's calls and all records. Asserts: both workers
+    served calls, the killed one's callers took the dialplan's handed-back
+    branch (never silence), every later call was served to its end, and
+    nothing is left in Asterisk.
+    """
+    log_before = handed_back(pool_asterisk, LOST_RESULT)
+    first = await place_calls(ari, f"{prefix}a", before, wait=10)
+    groups = await live_by_worker(url, before)
+    assert len(groups) == 2, {k: len(v) for k, v in groups.items()}  # spread over both
+    victim = max(groups, key=lambda k: len(groups[k]))
+    lost = groups[victim]
+    await kill(victim)
+    second = await place_calls(ari, f"{prefix}b", after, wait=3)
+    for rig_id in first + second:
+        result = await wait_rig_done(ari, rig_id, timeout=60)
+        assert result["state"] == "done", (rig_id, result)
+    await wait_nothing_left(ari, timeout=20)
+
+    # Each of the lost worker's callers was handed back (the dialplan's branch ran).
+    assert handed_back(pool_asterisk, LOST_RESULT) - log_before == len(lost)
+
+    records: list[CallRecord] = await wait_for(
+        lambda: all_ended(url, before + after), 20, what="every record ended", interval=0.3
+    )
+    ours = {r.id: r for r in records}
+    lost_ids = {r.id for r in lost}
+    for record in ours.values():
+        if record.id in lost_ids:
+            assert record.outcome == "controller_crashed", record
+        else:
+            assert record.outcome == "caller_hung_up", record
+    later = sorted(ours.values(), key=lambda r: r.started_at)[-after:]
+    assert all(r.controller_id != victim or r.outcome == "caller_hung_up" for r in later)
+    return lost, list(ours.values())
+
+
+def handed_back(pool_asterisk: PoolAsterisk, result: str) -> int:
+    """How many callers the dialplan's handed-back branch logged with ``result``."""
+    text = pool_asterisk.box.log_path.read_text()
+    return sum(1 for line in text.splitlines() if "NOTICE[" in line and f"back: {result}" in line)
+
+
+async def all_ended(url: str, count: int) -> list[CallRecord]:
+    records = await stored(url)
+    if len(records) >= count and all(r.status == "ended" for r in records):
+        return records
+    return []
+
+
+async def test_run_workers_2_spreads_calls_and_survives_a_sigkill(
+    pool_asterisk: PoolAsterisk,
+    pool_ari: AriClient,
+    model_server: ModelServer,
+    pg_url: str,
+) -> None:
+    http = free_port()
+    env = pool_env(
+        pool_asterisk,
+        model_server,
+        pool_asterisk.direct_port,
+        DATABASE_URL=pg_url,
+        CONTROLLER_ID="pool-e2e",
+        HTTP_LISTEN=f"127.0.0.1:{http}",
+        DRAIN_SECONDS="5",
+    )
+    proc, log = await start_run(env, "--workers", "2")
+    try:
+        await wait_for(lambda: len(log.all("listening for Asterisk")) == 2, 20, what="2 workers")
+        pids = {
+            f"pool-e2e/w{m.group(1)}": int(m.group(2))
+            for line in log.all("worker started")
+            if (m := re.search(r"worker=(\d+) pid=(\d+)", line))
+        }
+        # Each worker has its own HTTP server: port + its index.
+        async with aiohttp.ClientSession() as http_client:
+            for index in (0, 1):
+                async with http_client.get(f"http://127.0.0.1:{http + index}/healthz") as r:
+                    assert r.status == 200, await r.text()
+
+        async def kill(victim: str) -> None:
+            os.kill(pids[victim], signal.SIGKILL)
+
+        lost, records = await assert_failover(
+            pool_asterisk, pool_ari, pg_url, kill=kill, prefix="wk"
+        )
+        assert lost
+        await log.wait("worker died; restarting", timeout=10)
+        await wait_for(lambda: len(log.all("worker started")) == 3, 20, what="the restart")
+    finally:
+        code = await stop_run(proc)
+    assert code == 0, log.lines[-20:]
+    text = "\n".join(log.lines)
+    assert PASSWORD not in text and "Traceback" not in text
+
+
+async def test_haproxy_spreads_calls_over_two_controllers_and_survives_a_sigkill(
+    pool_asterisk: PoolAsterisk,
+    pool_ari: AriClient,
+    model_server: ModelServer,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    binary = await asyncio.to_thread(haproxy_binary)
+    await pool_asterisk.use_app(pool_ari, "voicebot-lb")
+    ports = {"a": free_port(), "b": free_port()}
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(haproxy_config(pool_asterisk.lb_port, ports))
+    procs: dict[str, tuple[asyncio.subprocess.Process, LogReader]] = {}
+    haproxy: asyncio.subprocess.Process | None = None
+    try:
+        for name, port in ports.items():
+            env = pool_env(
+                pool_asterisk,
+                model_server,
+                port,
+                ARI_APP="voicebot-lb",
+                DATABASE_URL=pg_url,
+                CONTROLLER_ID=f"lb-{name}",
+            )
+            procs[f"lb-{name}"] = await start_run(env)
+        for _, log in procs.values():
+            await log.wait("listening for Asterisk", timeout=20)
+        haproxy = await asyncio.create_subprocess_exec(
+            binary,
+            "-db",
+            "-f",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        haproxy_log = LogReader(haproxy)
+        await asyncio.sleep(1.5)  # HAProxy's first health checks
+
+        async def kill(victim: str) -> None:
+            procs[victim][0].kill()
+
+        lost, records = await assert_failover(
+            pool_asterisk, pool_ari, pg_url, kill=kill, prefix="lb"
+        )
+        assert lost
+        survivor = next(name for name in procs if name != lost[0].controller_id)
+        later = sorted(records, key=lambda r: r.started_at)[-8:]
+        assert {r.controller_id for r in later} == {survivor}
+        # HAProxy saw the dead one go down, and always had a server for the calls.
+        assert haproxy_log.find("is DOWN"), haproxy_log.lines
+        assert not haproxy_log.find("no server available"), haproxy_log.lines
+    finally:
+        for proc, _ in procs.values():
+            await stop_run(proc)
+        if haproxy is not None:
+            haproxy.terminate()
+            await haproxy.wait()
+        await pool_asterisk.use_app(pool_ari, "voicebot")
+    for name, (_, log) in procs.items():
+        text = "\n".join(log.lines)
+        assert "Traceback" not in text and PASSWORD not in text, (name, text[-2000:])
