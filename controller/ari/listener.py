@@ -222,7 +222,9 @@ class AriListener:
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="this port takes Asterisk's ARI websockets\n")
         await ws.prepare(request)
-        connection = AriWebsocket(ws, peer=peer)
+        # asyncio hands out a TransportSocket: setsockopt works on it.
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        connection = AriWebsocket(ws, peer=peer, sock=sock if hasattr(sock, "setsockopt") else None)
         self.connections.add(connection)
         try:
             await self._on_connection(connection)

@@ -1,6 +1,6 @@
 """Outbound mode end to end: Asterisk opens a websocket per call to the controller.
 
-The sandbox here is this module's own (tests/e2e/pool.py): its ari.conf and
+The sandbox here is this module's own (controller/devtools/rig/pool.py): its ari.conf and
 websocket_client.conf send ``Stasis(voicebot)`` to per-call websockets, and
 nothing is ever registered with Asterisk. The controller runs in this
 process (:class:`~controller.pool.worker.PoolController`) with
@@ -38,14 +38,7 @@ from controller.devtools.rig.calls import (
     wait_nothing_left,
     wait_rig_done,
 )
-from controller.devtools.rig.wait import wait_for
-from controller.outbound import OutboundRequest
-from controller.pool.takeover import LOST_RESULT
-from controller.pool.worker import PoolController
-from controller.records import CallRecord
-from controller.store import open_store
-from tests.e2e.conftest import MEDIA_PORTS
-from tests.e2e.pool import (
+from controller.devtools.rig.pool import (
     PASSWORD,
     PoolAsterisk,
     free_port,
@@ -53,6 +46,13 @@ from tests.e2e.pool import (
     haproxy_config,
     start_pool_sandbox,
 )
+from controller.devtools.rig.wait import wait_for
+from controller.outbound import OutboundRequest
+from controller.pool.takeover import LOST_RESULT
+from controller.pool.worker import PoolController
+from controller.records import CallRecord
+from controller.store import open_store
+from tests.e2e.conftest import MEDIA_PORTS
 from tests.e2e.test_inbound import LogReader as _LogReader
 
 AGENT_HZ = 1000.0
@@ -61,7 +61,7 @@ CALLER_HZ = 400.0
 
 @pytest.fixture(scope="module")
 def pool_asterisk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolAsterisk]:
-    """This module's Asterisk, with per-call websocket templates (see tests/e2e/pool.py)."""
+    """This module's Asterisk, with per-call websocket templates (devtools/rig/pool.py)."""
     try:
         pool = start_pool_sandbox(tmp_path_factory.mktemp("pool-asterisk"))
     except Exception as exc:

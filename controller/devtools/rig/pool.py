@@ -1,4 +1,4 @@
-"""Helpers for the outbound-mode (worker pool) end-to-end tests.
+"""The sandbox for outbound mode (worker pools), as the tests and benchmarks use it.
 
 :func:`start_pool_sandbox` starts a sandboxed Asterisk of its own whose
 ari.conf and websocket_client.conf send ``Stasis()`` of several apps to
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from asterisk.sandbox import CONF_DIR
 from controller.devtools.rig.ari import AriClient
+from controller.devtools.rig.audio import ensure_tools
 from controller.devtools.rig.sandbox import PORT_SETS, Sandbox, SandboxError, moved_conf
 
 PASSWORD = "voicebot-secret"  # asterisk/ari.conf's sandbox account
@@ -186,8 +187,6 @@ def haproxy_config(listen: int, servers: dict[str, int]) -> str:
 
 def haproxy_binary() -> str:
     """HAProxy (Debian's package, installed with apt-get when missing and root)."""
-    from controller.devtools.rig.audio import ensure_tools
-
     for candidate in ("/usr/sbin/haproxy", shutil.which("haproxy")):
         if candidate and Path(candidate).exists():
             return candidate
