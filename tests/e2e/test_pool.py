@@ -507,6 +507,7 @@ async def test_haproxy_spreads_calls_over_two_controllers_and_survives_a_sigkill
         )
         haproxy_log = LogReader(haproxy)
         await asyncio.sleep(1.5)  # HAProxy's first health checks
+        assert haproxy.returncode is None, haproxy_log.lines
 
         async def kill(victim: str) -> None:
             procs[victim][0].kill()

@@ -2,7 +2,8 @@
 
 :func:`start_pool_sandbox` starts a sandboxed Asterisk of its own whose
 ari.conf and websocket_client.conf send ``Stasis()`` of several apps to
-per-call websockets (``type=outbound_websocket``, ``per_call_config``):
+per-call websockets (``type=outbound_websocket``, ``per_call_config``; for
+``voicebot``, the repository's own ``asterisk/pool/`` files):
 
 =============== ================================= =======================
 app             websocket_client.conf uri         used by
@@ -14,12 +15,14 @@ app             websocket_client.conf uri         used by
 
 The dialplan is the repository's: ``Gosub(voicebot,s,1(...))`` runs
 ``Stasis(${VOICEBOT_APP})``, so a test picks the app by setting that global
-(:meth:`PoolAsterisk.use_app`). The repository's config files are left as
-they are (production stays inbound); these sections are added only here.
+(:meth:`PoolAsterisk.use_app`). ari.conf ``#tryinclude``s ari_pool.conf, so
+only this sandbox (and docker-compose.pool.yml) is in outbound mode; the
+shared one stays inbound.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -83,25 +86,35 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 def outbound_conf(
     apps: dict[str, str], *, ca_file: str = "", password: str = PASSWORD
 ) -> dict[str, str]:
-    """ari.conf (the repo's plus one outbound_websocket per app) and websocket_client.conf."""
-    ari = [(CONF_DIR / "ari.conf").read_text()]
-    clients = []
+    """ari_pool.conf and websocket_client.conf for the per-call websocket of each app.
+
+    App ``voicebot`` gets the repository's own ``asterisk/pool`` files (what
+    docker-compose.pool.yml mounts), only their ``uri`` changed; other apps get
+    sections made the same way. ari.conf ``#tryinclude``s ari_pool.conf.
+    """
+    pool_dir = CONF_DIR / "pool"
+    ari = [(pool_dir / "ari_pool.conf").read_text()]
+    clients = [(pool_dir / "websocket_client.conf").read_text()]
     for app, uri in apps.items():
+        if app == "voicebot":
+            clients[0] = re.sub(r"(?m)^uri=\S+", f"uri={uri}", clients[0])
+            clients[0] = re.sub(r"(?m)^password=\S+", f"password={password}", clients[0])
+            continue
         name = f"pool-{app}"
         ari.append(
             f"\n[{name}]\ntype=outbound_websocket\nwebsocket_client_id={name}\n"
             f"apps={app}\nlocal_ari_user=voicebot\n"
         )
         client = (
-            f"[{name}]\ntype=websocket_client\nconnection_type=per_call_config\n"
+            f"\n[{name}]\ntype=websocket_client\nconnection_type=per_call_config\n"
             f"uri={uri}\nprotocols=ari\nusername=voicebot\npassword={password}\n"
-            "connection_timeout=500\nreconnect_interval=200\nreconnect_attempts=3\n"
+            "connection_timeout=500\nreconnect_interval=250\nreconnect_attempts=4\n"
         )
         if uri.startswith("wss:"):
             client += f"tls_enabled=yes\nca_list_file={ca_file}\nverify_server_cert=yes\n"
             client += "verify_server_hostname=yes\n"
         clients.append(client)
-    return {"ari.conf": "".join(ari), "websocket_client.conf": "\n".join(clients)}
+    return {"ari_pool.conf": "".join(ari), "websocket_client.conf": "".join(clients)}
 
 
 @dataclass
@@ -156,33 +169,16 @@ def start_pool_sandbox(state: Path) -> PoolAsterisk:
 
 
 def haproxy_config(listen: int, servers: dict[str, int]) -> str:
-    """HAProxy in TCP mode before the controllers, health-checked on ``/healthz``.
+    """The repository's ``asterisk/pool/haproxy.cfg`` with these ports and servers.
 
-    The same shape as the README's: ``leastconn`` (a call is a long-lived
-    connection), ``/healthz`` on the port that carries the calls, and
-    ``redispatch`` so a connection a dead server refuses goes to another.
+    TCP mode, ``leastconn``, ``/healthz`` on the port that carries the calls,
+    ``redispatch``: see the file.
     """
-    lines = [
-        "global",
-        "    maxconn 4096",
-        "defaults",
-        "    mode tcp",
-        "    timeout connect 2s",
-        "    timeout client 2h",
-        "    timeout server 2h",
-        "    retries 2",
-        "    option redispatch",
-        "frontend ari",
-        f"    bind 127.0.0.1:{listen}",
-        "    default_backend controllers",
-        "backend controllers",
-        "    balance leastconn",
-        "    option httpchk GET /healthz",
-        "    http-check expect status 200",
-        "    default-server check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions",
-    ]
-    lines += [f"    server {name} 127.0.0.1:{port}" for name, port in servers.items()]
-    return "\n".join(lines) + "\n"
+    text = (CONF_DIR / "pool" / "haproxy.cfg").read_text()
+    text = re.sub(r"(?m)^    bind 127\.0\.0\.1:\d+$", f"    bind 127.0.0.1:{listen}", text)
+    text = re.sub(r"(?m)^    server .*\n", "", text)
+    lines = "".join(f"    server {name} 127.0.0.1:{port}\n" for name, port in servers.items())
+    return text.rstrip("\n") + "\n" + lines
 
 
 def haproxy_binary() -> str:
