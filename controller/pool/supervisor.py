@@ -19,7 +19,9 @@ The supervisor restarts a worker that dies (at once, then backing off up to
 :data:`MAX_BACKOFF` seconds while it keeps dying young), except for exit
 status 2 (a bad setting: every worker would fail the same way), which stops
 them all. SIGTERM/SIGINT are passed on to every worker: the first drains,
-a second stops at once. Workers get SIGTERM if the supervisor dies.
+a second stops at once. Workers run in process groups of their own (so a
+signal meant for the group reaches them once, through the supervisor; under
+systemd use ``KillMode=mixed``) and get SIGTERM if the supervisor dies.
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ class Supervisor:
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Its own process group: a terminal's Ctrl-C (or a service manager
+            # signalling the whole group) reaches the supervisor only, which
+            # passes it on once. Twice would mean "stop at once", not "drain".
+            start_new_session=True,
         )
         worker.started = time.monotonic()
         log.info("worker started %s", kv(worker=worker.index, pid=worker.process.pid))
