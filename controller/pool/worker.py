@@ -518,12 +518,31 @@ class _Session:
                     "a websocket from Asterisk brought no call %s",
                     kv(peer=self.connection.peer, application=self.connection.application),
                 )
+                await self._hand_back_unstarted()
             return None
         finally:
             closed.cancel()
 
+    async def _hand_back_unstarted(self) -> None:
+        """Whoever sits in this connection's Stasis() goes back to the dialplan, never silence."""
+        name = per_call_channel_name(self.connection.application, self.pool.settings.ari_app)
+        if name is None:
+            return
+        with contextlib.suppress(AriError):
+            channel = next((c for c in await self.ari.list_channels() if c.name == name), None)
+            if channel is not None:
+                await self.ari.set_variable(channel.id, RESULT_VARIABLE, "controller_no_start")
+                await self.ari.continue_in_dialplan(channel.id)
+
     async def _take_over(self) -> bool:
-        """Clean up and hand back a call whose worker was lost; False when it is no such call."""
+        """Clean up and hand back a call whose worker was lost; False when it is no such call.
+
+        A caller whose dialplan sends it into ``Stasis()`` again after being
+        handed back still carries the first call's ``ARI_REALTIME_SERVED``; if
+        Asterisk were also more than :data:`TAKEOVER_AFTER` late with its
+        StasisStart, that new call would be read as a lost one and handed back
+        (its fallback, not silence).
+        """
         pool, ari = self.pool, self.ari
         name = per_call_channel_name(self.connection.application, pool.settings.ari_app)
         if name is None:

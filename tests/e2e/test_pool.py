@@ -205,9 +205,20 @@ async def test_outbound_mode_serves_a_call_end_to_end(
 
     call = await wait_for(first, 10, what="the call")
     assert isinstance(call, Call)
-    # Only the call's own application exists while it runs: app:<channel name>.
+    # Only the call's own application exists while it runs: app:<channel name>. The
+    # externalMedia channel and the bridge the worker created belong to it, so their
+    # events come over this call's connection, to this worker.
     apps = await applications(pool_ari)
     assert apps == [f"voicebot:{call.caller.name}"], apps
+
+    async def media_in_the_call_app() -> bool:
+        [app] = await pool_ari.get("/applications")
+        return call.external_channel_id in app["channel_ids"] and (
+            call.bridge_id in app["bridge_ids"]
+        )
+
+    await wait_for(media_in_the_call_app, 10, what="externalMedia in the per-call app")
+    await wait_for(lambda: call.media is not None and call.media.summary().rx_received, 10)
     record = await model_server.wait_for_session(timeout=10)
     await model_server.wait_for(lambda: record.truncates, timeout=15)  # barge-in
     result = await wait_rig_done(pool_ari, "pool_e2e", timeout=25)
@@ -290,6 +301,26 @@ async def test_an_outbound_call_placed_through_the_pool(
 
 
 # --- several workers: ari-realtime run --workers 2, and HAProxy in front of two controllers -----
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 are both free (worker 0's and worker 1's HTTP)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and all(port_free(p) for p in (port, port + 1)):
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class LogReader(_LogReader):
@@ -429,7 +460,7 @@ async def test_run_workers_2_spreads_calls_and_survives_a_sigkill(
     model_server: ModelServer,
     pg_url: str,
 ) -> None:
-    http = free_port()
+    http = free_port_pair()
     env = pool_env(
         pool_asterisk,
         model_server,

@@ -437,3 +437,124 @@ async def _collect(connection: AriWebsocket, into: list[str]) -> None:
 
 async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     await wait_for(predicate, timeout, interval=0.01)
+
+
+# --- PoolController against a scripted Asterisk --------------------------------------------
+
+
+class _Records:
+    """A store with one live record (what a dead worker left)."""
+
+    def __init__(self, record: Any) -> None:
+        self.record = record
+
+    async def get(self, call_id: str) -> Any:
+        return self.record if call_id == self.record.id else None
+
+    async def list(self, **kwargs: Any) -> list[Any]:
+        return [self.record]
+
+    async def ping(self) -> bool:
+        return True
+
+
+class _Ended:
+    def __init__(self) -> None:
+        self.ended: list[Any] = []
+
+    def call_started(self, record: Any) -> None:
+        pass
+
+    def call_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        pass
+
+    def call_ended(self, record: Any) -> None:
+        self.ended.append(record)
+
+
+@pytest.mark.usefixtures("clean_env")
+async def test_a_reconnect_without_stasisstart_is_taken_over_and_handed_back() -> None:
+    from controller.pool.worker import PoolController
+    from controller.records import CallRecord
+
+    port = _free_port()
+    settings = load_settings(
+        ARI_MODE="outbound",
+        ARI_LISTEN=f"127.0.0.1:{port}",
+        ARI_USER=USER,
+        ARI_PASSWORD=PASSWORD,
+        HTTP_LISTEN="",
+        MEDIA_PORTS="41300-41399",
+    )
+    lost = CallRecord(
+        id="abc123",
+        controller_id="host/voicebot/w1",
+        started_at=dt.datetime.now(dt.UTC),
+    )
+    observers = _Ended()
+    pool = PoolController(settings, observers=observers, records=_Records(lost))
+    task = asyncio.create_task(pool.run())
+    requests: list[tuple[str, str, dict[str, str]]] = []
+    try:
+        await asyncio.wait_for(pool.ready.wait(), 5)
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(
+                f"ws://127.0.0.1:{port}/ari",
+                protocols=("ari",),
+                headers={"Authorization": basic(USER, PASSWORD)},
+            )
+            # What Asterisk sends on a reconnect: ApplicationRegistered, no StasisStart.
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "ApplicationRegistered",
+                        "application": "voicebot:PJSIP/tester-00000007",
+                        "asterisk_id": "02:42:ac:11:00:02",
+                        "timestamp": "2026-11-29T12:00:00.000+0000",
+                    }
+                )
+            )
+            answers = {
+                ("GET", "channels"): (200, [{"id": "c7", "name": "PJSIP/tester-00000007"}]),
+                ("GET", "channels/c7/variable"): (200, {"value": "abc123 inbound"}),
+            }
+            while not any(uri == "channels/c7/continue" for _, uri, _ in requests):
+                message = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+                query = {q["name"]: q["value"] for q in message.get("query_strings", [])}
+                requests.append((message["method"], message["uri"], query))
+                status, body = answers.get((message["method"], message["uri"]), (204, None))
+                reply: dict[str, Any] = {
+                    "type": "RESTResponse",
+                    "request_id": message["request_id"],
+                    "status_code": status,
+                }
+                if body is not None:
+                    reply["content_type"] = "application/json"
+                    reply["message_body"] = json.dumps(body)
+                await ws.send_str(json.dumps(reply))
+            await ws.close()
+    finally:
+        pool.request_stop()
+        await asyncio.wait_for(task, 15)
+    assert [(m, u) for m, u, _ in requests] == [
+        ("GET", "channels"),
+        ("GET", "channels/c7/variable"),
+        ("DELETE", "channels/voicebot-em-abc123"),
+        ("DELETE", "bridges/voicebot-br-abc123"),
+        ("POST", "channels/c7/variable"),
+        ("POST", "channels/c7/continue"),
+    ]
+    assert requests[1][2] == {"variable": "ARI_REALTIME_SERVED"}
+    assert requests[4][2] == {"variable": "ARI_REALTIME_RESULT", "value": "controller_lost"}
+    [closed] = observers.ended
+    assert (closed.id, closed.status, closed.outcome) == ("abc123", "ended", "controller_crashed")
+    assert pool.calls == {}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
