@@ -54,6 +54,7 @@ from controller.records import CallRecord
 from controller.store import open_store
 from tests.e2e.conftest import MEDIA_PORTS
 from tests.e2e.test_inbound import LogReader as _LogReader
+from tests.e2e.test_inbound import run_check
 
 AGENT_HZ = 1000.0
 CALLER_HZ = 400.0
@@ -563,3 +564,16 @@ async def test_haproxy_spreads_calls_over_two_controllers_and_survives_a_sigkill
     for name, (_, log) in procs.items():
         text = "\n".join(log.lines)
         assert "Traceback" not in text and PASSWORD not in text, (name, text[-2000:])
+
+
+async def test_check_in_outbound_mode_wants_the_app_unregistered(
+    pool_asterisk: PoolAsterisk, pool_ari: AriClient, model_server: ModelServer
+) -> None:
+    env = pool_env(pool_asterisk, model_server, pool_asterisk.direct_port)
+    proc = await asyncio.to_thread(run_check, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok   app: Stasis app 'voicebot' is not registered" in proc.stdout, proc.stdout
+    async with pool_ari.events("voicebot"):  # an inbound-mode controller would win
+        proc = await asyncio.to_thread(run_check, env)
+    assert proc.returncode == 1
+    assert "FAIL app: Stasis app 'voicebot' is registered" in proc.stdout, proc.stdout
