@@ -577,3 +577,33 @@ async def test_check_in_outbound_mode_wants_the_app_unregistered(
         proc = await asyncio.to_thread(run_check, env)
     assert proc.returncode == 1
     assert "FAIL app: Stasis app 'voicebot' is registered" in proc.stdout, proc.stdout
+
+
+async def test_drain_stops_listening_at_once_and_lets_live_calls_finish(
+    pool_asterisk: PoolAsterisk,
+    pool_ari: AriClient,
+    start_pool: StartPool,
+) -> None:
+    running = await start_pool()
+    await call_pbx(pool_ari, "100", Script(wait=4), rig_id="pool_drain_live")
+    await wait_for(lambda: running.pool.calls, 10, what="the live call")
+    failed_before = unavailable(pool_asterisk)
+    running.pool.request_drain(20)
+    await wait_for(lambda: not running.pool.listener.listening, 5, what="the listener to close")
+    assert running.pool.health() == {"listening": False, "accepting_calls": False}
+    # No other worker here: a new caller gets the dialplan's unavailable branch at once.
+    await call_pbx(pool_ari, "100", Script(wait=1), rig_id="pool_drain_late")
+    await wait_rig_done(pool_ari, "pool_drain_late", timeout=20)
+    assert unavailable(pool_asterisk) == failed_before + 1
+    await asyncio.wait_for(running.task, 30)  # stops once the live call has ended
+    assert [c.end_reason for c in running.ended] == ["caller hung up"]
+    await wait_nothing_left(pool_ari, timeout=15)
+
+
+def unavailable(pool_asterisk: PoolAsterisk) -> int:
+    text = pool_asterisk.box.log_path.read_text()
+    return sum(
+        1
+        for line in text.splitlines()
+        if "WARNING[" in line and "unavailable (STASISSTATUS=FAILED)" in line
+    )
