@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint unit e2e bench bench-calls clean
+.PHONY: bootstrap demo test lint unit e2e bench bench-calls bench-pool clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -32,6 +32,10 @@ bench: bootstrap
 
 bench-calls: bootstrap
 	$(PY) bench/bench_calls.py
+
+bench-pool: bootstrap
+	$(PY) bench/bench_ari_transport.py
+	$(PY) bench/bench_pool.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

@@ -195,7 +195,7 @@ async def _check_ari(settings: Settings, timeout: float) -> list[CheckResult]:
             CheckResult("ok", "ARI", f"Asterisk {version} answers at {url}"),
             CheckResult("ok", "credentials", f"ARI user {settings.ari_user!r} accepted"),
             await _check_modules(ari),
-            await _check_app(ari, settings.ari_app),
+            await _check_app(ari, settings.ari_app, outbound=settings.ari_mode == "outbound"),
         ]
 
 
@@ -222,12 +222,28 @@ async def _check_modules(ari: AriClient) -> CheckResult:
     return CheckResult("ok", "modules", f"all {len(REQUIRED_MODULES) + 1} required modules loaded")
 
 
-async def _check_app(ari: AriClient, app: str) -> CheckResult:
+async def _check_app(ari: AriClient, app: str, *, outbound: bool = False) -> CheckResult:
     try:
         apps = await ari.applications()
     except AriError as exc:
         return CheckResult("FAIL", "app", f"cannot list Stasis apps: {exc}")
-    if any(a.get("name") == app for a in apps):
+    registered = any(a.get("name") == app for a in apps)
+    if outbound:
+        if registered:
+            return CheckResult(
+                "FAIL",
+                "app",
+                f"Stasis app {app!r} is registered by a connection to Asterisk, which takes "
+                "precedence over the per-call websockets of ARI_MODE=outbound: stop that "
+                "inbound-mode controller (or use another ARI_APP)",
+            )
+        return CheckResult(
+            "ok",
+            "app",
+            f"Stasis app {app!r} is not registered: Stasis({app}) opens a websocket per "
+            "call to the pool (ari.conf type=outbound_websocket for it, see ari_pool.conf)",
+        )
+    if registered:
         return CheckResult(
             "warn",
             "app",

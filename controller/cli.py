@@ -43,8 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     after = argparse.ArgumentParser(add_help=False)
     after.add_argument("--env-file", default=argparse.SUPPRESS, help=env_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    run = sub.add_parser(
         "run", parents=[after], help="register the Stasis app and serve calls until stopped"
+    )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="ARI_MODE=outbound: run N worker processes sharing ARI_LISTEN, restarted when "
+        "they die (auto: one per core; default 1, this process alone)",
     )
     sub.add_parser(
         "check", parents=[after], help="preflight: ARI, credentials, modules, media address, model"
@@ -89,6 +97,15 @@ def _limit(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    from controller.pool.supervisor import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.env_file)
 
@@ -111,22 +128,24 @@ def _warn_settings(args: argparse.Namespace) -> list[str]:
 
 
 async def _serve(settings: Settings, agents: AgentsFile | None) -> None:
-    from controller.app import Controller
-    from controller.serve import Operations, serve
+    from controller.serve import AnyController, Operations, serve
 
-    def started(controller: Controller, ops: Operations) -> None:
+    def started(controller: AnyController, ops: Operations) -> None:
         loop = asyncio.get_running_loop()
         # First signal: drain (no new calls, live ones finish); second: stop now.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, controller.request_drain, settings.drain_seconds)
 
-    await serve(settings, agents, started=started)
+    await serve(settings, agents, started=started, started_pool=started)
 
 
-def cmd_run(settings: Settings) -> int:
-    """``ari-realtime run``."""
+def cmd_run(settings: Settings, workers: int = 1, argv: list[str] | None = None) -> int:
+    """``ari-realtime run [--workers N]``."""
     from controller.check import media_address_bindable
     from controller.logs import setup_logging
+
+    if workers > 1:
+        return cmd_supervise(settings, workers, argv or [])
 
     try:
         agents = (
@@ -163,6 +182,22 @@ def cmd_run(settings: Settings) -> int:
         )
         return 1
     return 0
+
+
+def cmd_supervise(settings: Settings, workers: int, argv: list[str]) -> int:
+    """``ari-realtime run --workers N`` (N > 1): the supervisor of N worker processes."""
+    from controller.logs import setup_logging
+    from controller.pool.supervisor import supervise
+
+    if settings.ari_mode != "outbound":
+        print(
+            "ari-realtime: --workers needs ARI_MODE=outbound: in inbound mode a second "
+            "controller takes the Stasis app over from the first (ApplicationReplaced)",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(settings.log_level, _secrets(settings))
+    return asyncio.run(supervise(settings, workers, argv))
 
 
 def cmd_check(settings: Settings, warnings: list[str] | None = None) -> int:
@@ -244,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":
-        return cmd_run(settings)
+        env_file = ["--env-file", args.env_file] if args.env_file else []
+        return cmd_run(settings, args.workers, env_file)
     if args.command == "check":
         return cmd_check(settings, warnings)
     if args.command == "calls":

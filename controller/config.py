@@ -41,6 +41,11 @@ from controller.redact import SecretMasker, escape_controls, mask_urls_in
 from controller.store.url import parse_database_url, url_password
 
 AudioMode = Literal["pcmu", "pcm24k"]
+#: inbound: the controller connects to Asterisk and registers ARI_APP (one
+#: controller per app); outbound: Asterisk opens a websocket per call to
+#: ARI_LISTEN (ari.conf type=outbound_websocket, per_call_config), so any
+#: number of controllers can serve the app behind a load balancer.
+AriMode = Literal["inbound", "outbound"]
 VadType = Literal["server_vad", "semantic_vad"]
 Eagerness = Literal["low", "medium", "high", "auto"]
 ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
@@ -83,6 +88,12 @@ class Settings(BaseSettings):
     ari_user: str = Field("voicebot", validation_alias=_env("ARI_USER"))
     ari_password: SecretStr = Field(SecretStr(""), validation_alias=_env("ARI_PASSWORD"))
     ari_app: str = Field("voicebot", validation_alias=_env("ARI_APP"))
+    ari_mode: AriMode = Field("inbound", validation_alias=_env("ARI_MODE"))
+    # Outbound mode: where Asterisk's per-call websockets arrive (websocket_client.conf uri).
+    ari_listen: str = Field("", validation_alias=_env("ARI_LISTEN"), validate_default=True)
+    # Both set: ARI_LISTEN speaks TLS (wss://) with this certificate chain and key (PEM).
+    ari_listen_cert: str = Field("", validation_alias=_env("ARI_LISTEN_CERT"))
+    ari_listen_key: str = Field("", validation_alias=_env("ARI_LISTEN_KEY"), validate_default=True)
 
     # --- Realtime model ----------------------------------------------------------
     realtime_url: str = Field(
@@ -307,6 +318,40 @@ class Settings(BaseSettings):
             raise ValueError("must not contain credentials; use ARI_USER and ARI_PASSWORD")
         return value.rstrip("/")
 
+    @field_validator("ari_mode")
+    @classmethod
+    def _check_ari_mode(cls, value: str, info: ValidationInfo) -> str:
+        password = info.data.get("ari_password")
+        missing = isinstance(password, SecretStr) and not password.get_secret_value()
+        if value == "outbound" and missing:
+            raise ValueError(
+                "ARI_MODE=outbound needs ARI_PASSWORD: Asterisk's websockets must present it "
+                "(websocket_client.conf username/password = ARI_USER/ARI_PASSWORD)"
+            )
+        return value
+
+    @field_validator("ari_listen")
+    @classmethod
+    def _check_ari_listen(cls, value: str, info: ValidationInfo) -> str:
+        parse_listen(value)
+        if info.data.get("ari_mode") == "outbound" and not value.strip():
+            raise ValueError(
+                "required when ARI_MODE=outbound: the HOST:PORT Asterisk's per-call websockets "
+                "connect to (websocket_client.conf uri), e.g. 0.0.0.0:8765"
+            )
+        return value.strip()
+
+    @field_validator("ari_listen_key")
+    @classmethod
+    def _check_ari_listen_tls(cls, value: str, info: ValidationInfo) -> str:
+        cert = info.data.get("ari_listen_cert", "")
+        if bool(cert) != bool(value):
+            raise ValueError("ARI_LISTEN_CERT and ARI_LISTEN_KEY go together: set both or neither")
+        for name, path in (("ARI_LISTEN_CERT", cert), ("ARI_LISTEN_KEY", value)):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name}={path} is not a readable file")
+        return value
+
     @field_validator("realtime_url")
     @classmethod
     def _check_realtime_url(cls, value: str) -> str:
@@ -441,6 +486,11 @@ class Settings(BaseSettings):
     def http_address(self) -> tuple[str, int] | None:
         """``HTTP_LISTEN`` as ``(host, port)``, or None when the server is off."""
         return parse_listen(self.http_listen)
+
+    @property
+    def ari_listen_address(self) -> tuple[str, int] | None:
+        """``ARI_LISTEN`` as ``(host, port)``, or None when unset."""
+        return parse_listen(self.ari_listen)
 
     @property
     def is_azure(self) -> bool:

@@ -10,8 +10,10 @@
    is set;
 3. the HTTP server (``HTTP_LISTEN``);
 
-then runs the :class:`~controller.app.Controller` until it is asked to stop,
-and closes everything in reverse order, writing what is still queued.
+then runs the controller until it is asked to stop (the
+:class:`~controller.app.Controller`, or with ``ARI_MODE=outbound`` the
+:class:`~controller.pool.worker.PoolController`), and closes everything in
+reverse order, writing what is still queued.
 
 Nothing here is on the 20 ms media path: calls hand records and events to
 bounded queues and go on.
@@ -31,6 +33,7 @@ from controller.config import Settings
 from controller.http import LiveHub, Metrics, WebhookNotifier, http_server
 from controller.http.server import HttpServer
 from controller.logs import kv
+from controller.pool.worker import PoolController
 from controller.pricing import PriceTable, load_prices
 from controller.records import Observers, UsageTotals
 from controller.store import open_store
@@ -39,6 +42,9 @@ from controller.store.retention import run_retention
 from controller.store.writer import RecordWriter
 
 log = logging.getLogger("controller.serve")
+
+#: What ``ari-realtime run`` runs: inbound mode's controller or outbound mode's.
+AnyController = Controller | PoolController
 
 #: How long shutdown waits for queued records to reach the store.
 FLUSH_SECONDS = 5.0
@@ -102,7 +108,7 @@ class Operations:
             )
         return cls(settings, store, pricing)
 
-    async def start(self, controller: Controller) -> None:
+    async def start(self, controller: AnyController) -> None:
         """Start the writer, retention, metrics, webhook and the HTTP server.
 
         Raises:
@@ -160,6 +166,7 @@ async def serve(
     agents: AgentsFile | None,
     *,
     started: Callable[[Controller, Operations], None] | None = None,
+    started_pool: Callable[[PoolController, Operations], None] | None = None,
 ) -> None:
     """Run the controller with its store and HTTP server until it is asked to stop.
 
@@ -167,6 +174,7 @@ async def serve(
         settings: validated settings.
         agents: the parsed agents file, if any.
         started: called once everything is up (signal handlers, tests).
+        started_pool: the same, when ``ARI_MODE=outbound`` runs a :class:`PoolController`.
 
     Raises:
         ConfigError: a bad setting found while opening (store, prices, HTTP).
@@ -174,6 +182,20 @@ async def serve(
         AriAuthError: Asterisk rejected the ARI credentials.
     """
     async with operations(settings) as ops:
+        if settings.ari_mode == "outbound":
+            pool = PoolController(
+                settings,
+                agents=agents,
+                observers=ops.observers,
+                cost=ops.pricing,
+                model_errors=ops.metrics.model_error,
+                records=ops.store,
+            )
+            await ops.start(pool)
+            if started_pool is not None:
+                started_pool(pool, ops)
+            await pool.run()
+            return
         controller = Controller(
             settings,
             agents=agents,

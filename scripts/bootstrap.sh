@@ -5,14 +5,15 @@
 #     and chromium-driver (the live view's browser test); the test "phone"
 #     is Asterisk itself over a second SIP transport, so no SIP tool;
 #     postgresql, whose initdb/pg_ctl the store tests use to run a throwaway
-#     server of their own (tests/pg.py)
+#     server of their own (tests/pg.py); haproxy, the load balancer the
+#     worker-pool tests put in front of two controllers
 #   - a virtualenv in .venv with this package and its test extras
 # Asterisk's own root file system is built on first use by asterisk/sandbox.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in debootstrap:debootstrap espeak-ng:espeak-ng sox:sox unshare:util-linux setpriv:util-linux nsenter:util-linux chromium:chromium chromedriver:chromium-driver; do
+for pair in debootstrap:debootstrap espeak-ng:espeak-ng sox:sox unshare:util-linux setpriv:util-linux nsenter:util-linux chromium:chromium chromedriver:chromium-driver haproxy:haproxy; do
     cmd=${pair%%:*} pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -142,7 +142,7 @@ class Call:
         self._tools: ToolRunner | None = None
         self._leg = MediaLeg(
             services.ari,
-            app=settings.ari_app,
+            app=services.app,
             call_id=self.call_id,
             bridge_id=self.bridge_id,
             channel_id=self.external_channel_id,
@@ -380,7 +380,7 @@ class Call:
         services, settings = self.services, self.settings
         dialer = self._dialer = Dialer(
             services.ari,
-            app=settings.ari_app,
+            app=services.app,
             call_id=self.call_id,
             channel_id=self.caller_channel_id,
             dial=outbound.dial,

@@ -71,6 +71,16 @@ class CallServices:
     cost: Callable[[str, UsageTotals], float] = no_cost
     #: Counts an ``error`` event of the model by its code (metrics).
     model_errors: Callable[[str], None] = no_count
+    #: The Stasis application the call's own channels (externalMedia, the
+    #: dialled channel) join; empty: ``ARI_APP``. In outbound mode it is the
+    #: per-call application (``app:<channel name>``), so they reach the same
+    #: websocket, and thus the same worker, as the call.
+    stasis_app: str = ""
+
+    @property
+    def app(self) -> str:
+        """The Stasis application for the call's own channels."""
+        return self.stasis_app or self.settings.ari_app
 
 
 @dataclass

@@ -302,3 +302,128 @@ def test_rig_endpoints_identify_each_other_by_user() -> None:
     assert rig["transport-rig"]["bind"] == "127.0.0.1:5070"
     assert "#tryinclude pjsip_rig.conf" in (ASTERISK / "pjsip.conf").read_text()
     assert "#tryinclude extensions_rig.conf" in (ASTERISK / "extensions.conf").read_text()
+
+
+# -- docker-compose.pool.yml: Asterisk -> HAProxy -> two controllers, PostgreSQL -------------
+
+POOL = ROOT / "docker-compose.pool.yml"
+POOL_DIR = ASTERISK / "pool"
+CONTROLLERS = ("controller-a", "controller-b")
+
+
+@pytest.fixture(scope="module")
+def pool() -> dict[str, Any]:
+    data = yaml.safe_load(POOL.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _haproxy() -> tuple[int, dict[str, int], str]:
+    """asterisk/pool/haproxy.cfg: the frontend port, ``{server: port}``, the whole text."""
+    text = (POOL_DIR / "haproxy.cfg").read_text()
+    bind = re.search(r"(?m)^\s+bind 127\.0\.0\.1:(\d+)$", text)
+    assert bind, "haproxy.cfg: no bind line"
+    servers = {n: int(p) for n, p in re.findall(r"(?m)^\s+server (\S+) 127\.0\.0\.1:(\d+)", text)}
+    return int(bind.group(1)), servers, text
+
+
+def _pool_settings(service: dict[str, Any], env_example: dict[str, str]) -> Any:
+    from controller.config import load_settings
+
+    env = {**env_example, **service["environment"]}
+    env["DATABASE_URL"] = env["DATABASE_URL"].replace(
+        "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}", "pw"
+    )
+    env["AGENTS_FILE"] = str(ROOT / "agents.toml")
+    return load_settings(**env)
+
+
+def test_pool_services_are_the_documented_shape(pool: dict[str, Any]) -> None:
+    services = pool["services"]
+    assert set(services) == {"asterisk", "haproxy", "postgres", *CONTROLLERS}
+    for name, service in services.items():
+        assert service.get("network_mode") == "host", f"{name}: RTP must not cross Docker's NAT"
+        assert "ports" not in service, name
+    for name in CONTROLLERS:
+        controller = services[name]
+        assert controller["build"] == "." and controller["env_file"] == ".env"
+        assert {"postgres", "haproxy"} <= set(controller["depends_on"])
+        assert controller["command"][:2] == ["ari-realtime", "run"]
+
+
+def test_pool_mounts_exist_and_asterisk_gets_the_pool_files(
+    pool: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    for name, service in pool["services"].items():
+        for source, target in _volumes(service):
+            assert (ROOT / source).resolve().exists(), f"{name}: mounts missing {source}"
+            assert target.startswith("/"), f"{name}: relative target {target}"
+    mounted = dict(_volumes(pool["services"]["asterisk"]))
+    # Everything the single-controller stack mounts, plus the two outbound-mode files.
+    assert dict(_volumes(compose["services"]["asterisk"])).items() <= mounted.items()
+    assert mounted["./asterisk/pool/ari_pool.conf"] == "/etc/asterisk/ari_pool.conf"
+    assert mounted["./asterisk/pool/websocket_client.conf"] == "/etc/asterisk/websocket_client.conf"
+    assert re.search(r"(?m)^#tryinclude ari_pool\.conf$", (ASTERISK / "ari.conf").read_text())
+    assert dict(_volumes(pool["services"]["haproxy"])) == {
+        "./asterisk/pool/haproxy.cfg": "/usr/local/etc/haproxy/haproxy.cfg"
+    }
+
+
+def test_asterisk_connects_to_haproxy_which_balances_the_controllers(
+    pool: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    frontend, servers, text = _haproxy()
+    assert re.search(r"(?m)^\s+mode tcp$", text)
+    assert re.search(r"(?m)^\s+option httpchk GET /healthz$", text)
+    assert re.search(r"(?m)^\s+balance leastconn$", text)
+    assert re.search(r"(?m)^\s+option redispatch$", text)
+    clients = dict(conf_sections((POOL_DIR / "websocket_client.conf").read_text()))
+    outbound = dict(conf_sections((POOL_DIR / "ari_pool.conf").read_text()))
+    [(name, template)] = list(outbound.items())
+    assert template["type"] == "outbound_websocket"
+    client = clients[template["websocket_client_id"]]
+    assert client["connection_type"] == "per_call_config"
+    assert client["protocols"] == "ari"
+    assert client["uri"] == f"ws://127.0.0.1:{frontend}/ari"
+    # Asterisk presents what the controllers check: ARI_USER / ARI_PASSWORD.
+    assert client["username"] == env_example["ARI_USER"]
+    assert client["password"] == env_example["ARI_PASSWORD"]
+    assert template["apps"] == env_example["ARI_APP"]
+    assert conf("ari.conf")[template["local_ari_user"]]["type"] == "user"
+    listens = sorted(
+        int(pool["services"][c]["environment"]["ARI_LISTEN"].rpartition(":")[2])
+        for c in CONTROLLERS
+    )
+    assert sorted(servers.values()) == listens, (servers, listens)
+
+
+def test_each_pool_controller_is_valid_and_distinct(
+    pool: dict[str, Any], env_example: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in DOCUMENTED:
+        monkeypatch.delenv(name, raising=False)
+    settings = [_pool_settings(pool["services"][c], env_example) for c in CONTROLLERS]
+    for s in settings:
+        assert s.ari_mode == "outbound"
+        assert s.database_url.get_secret_value().startswith("postgresql://ari_realtime:")
+    postgres = pool["services"]["postgres"]["environment"]
+    for s in settings:
+        assert s.database_url.get_secret_value().endswith(f"/{postgres['POSTGRES_DB']}")
+    for field in ("ari_listen", "http_listen", "controller_id"):
+        values = {getattr(s, field) for s in settings}
+        assert len(values) == len(settings), f"{field} must differ: {values}"
+    rtp = conf("rtp.conf")["general"]
+    ranges = [set(range(s.media_port_range[0], s.media_port_range[1] + 1)) for s in settings]
+    ranges.append(set(range(int(rtp["rtpstart"]), int(rtp["rtpend"]) + 1)))
+    for i, a in enumerate(ranges):
+        for b in ranges[i + 1 :]:
+            assert not a & b, "MEDIA_PORTS overlap each other or Asterisk's RTP"
+
+
+def test_the_seed_context_for_pool_outbound_calls_exists() -> None:
+    from controller.pool.takeover import SEED_CONTEXT
+
+    dialplan = (ASTERISK / "extensions.conf").read_text()
+    seed = dialplan.split(f"\n[{SEED_CONTEXT}]\n", 1)[1].split("\n[", 1)[0]
+    assert "exten => s,1,Answer()" in seed
+    assert "Wait(" in seed

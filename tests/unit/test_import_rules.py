@@ -31,6 +31,8 @@ PURE = [
     "controller.rtp.stats",
     "controller.audio.g711",
     "controller.ari.events",
+    "controller.ari.wsrest",
+    "controller.pool.takeover",
     "controller.realtime.events",
     "controller.call.bargein",
     "controller.call.conversation",
