@@ -368,7 +368,13 @@ def main() -> None:
     parser.add_argument(
         "--latency-ms", type=float, default=1500.0, help="p95 first-frame latency limit"
     )
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--quick", action="store_true", help="--workers 1 and 2, 4 calls, 4 s: rough numbers"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.seconds = [4], 4.0
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
