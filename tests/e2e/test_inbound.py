@@ -366,3 +366,22 @@ async def test_a_failed_model_hands_the_caller_back_to_the_dialplan(
     assert stats.active > prompt / 2, (stats, prompt)
 
     await wait_nothing_left(ari)
+
+
+async def test_with_every_media_port_taken_the_extra_caller_is_handed_back(
+    asterisk: Sandbox, ari: AriClient, start_controller
+) -> None:
+    """MEDIA_PORTS with one port: the first call takes it; the second caller is handed
+    back to the dialplan at once with a reason it can route, and the first call goes on."""
+    port = 41190
+    running = await start_controller(MEDIA_PORTS=f"{port}-{port}")
+    await call_pbx(ari, "100", Script(wait=12), rig_id="ports_first")
+    await wait_for(lambda: ari.get("/bridges"), 10, what="the first call's bridge")
+    await call_pbx(ari, "100", Script(wait=12), rig_id="ports_second")
+    await wait_for(lambda: running.ended, 15, what="the second call to end")
+    (second,) = running.ended
+    assert second.end_reason == "failed: NoFreePortError"
+    log = asterisk.log_path.read_text()
+    assert "back: failed_NoFreePortError" in log  # the dialplan's handed_back branch
+    (first,) = running.controller.calls.values()
+    assert first.state.value == "connected" and first.call_id != second.call_id
