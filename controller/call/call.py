@@ -48,7 +48,7 @@ from controller.ari.events import (
     StasisStart,
     event_channel,
 )
-from controller.audio.resample import converters_for
+from controller.audio.convert import converters_for
 from controller.call.bargein import is_loud
 from controller.call.bridge import MediaLeg
 from controller.call.configure import conversation_config, outbound_agent, session_update
@@ -93,7 +93,12 @@ from controller.errors import (
 )
 from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
-from controller.realtime.events import ClientEvent
+from controller.media.uplink import Uplink
+from controller.realtime.events import (
+    ClientEvent,
+    InputAudioBufferSpeechStarted,
+    InputAudioBufferSpeechStopped,
+)
 from controller.realtime.session import RealtimeSession, connect_realtime
 from controller.records import CallRecord, Direction, DtmfEntry, LiveEventKind
 
@@ -102,12 +107,9 @@ log = logging.getLogger("controller.call")
 #: Channel variable set on the caller before it is handed back to the
 #: dialplan, so the dialplan can tell why (e.g. ``controller_stopping``).
 RESULT_VARIABLE = "ARI_REALTIME_RESULT"
-#: Caller audio is sent to the model in chunks of this many u-law bytes
-#: (40 ms): half the websocket messages of 20 ms chunks, for 20 ms of latency
-#: on a turn end that server VAD waits 500 ms for anyway.
-INPUT_CHUNK_BYTES = 320
-#: Caller audio kept while the model session opens: 10 s of 40 ms chunks.
-INPUT_QUEUE_CHUNKS = 250
+#: Caller audio kept while the model session opens: 10 s of 20 ms chunks
+#: (what the Uplink sends at once around turn changes, 40 ms otherwise).
+INPUT_QUEUE_CHUNKS = 500
 
 
 class _CallOver(Exception):
@@ -153,7 +155,8 @@ class Call:
         self._session_ready = asyncio.Event()
         self._to_model: asyncio.Queue[bytes] = asyncio.Queue(INPUT_QUEUE_CHUNKS)
         self._outbox: asyncio.Queue[ClientEvent] = asyncio.Queue()
-        self._pending_input = bytearray()
+        # When each frame of the caller's goes to the model (at once or paired).
+        self._uplink = Uplink()
         self._input_convert, self._output_convert = converters_for(settings.realtime_audio)
         self._tasks: asyncio.TaskGroup | None = None
         self._timer_wake = asyncio.Event()
@@ -445,17 +448,28 @@ class Call:
         return session
 
     def _on_caller_audio(self, payload: bytes) -> None:
-        """u-law from Asterisk (or filled silence), called per frame: keep it cheap."""
+        """u-law from Asterisk (or filled silence), called per frame as it arrives: keep it cheap.
+
+        The :class:`Uplink` says whether the frame goes to the model now or
+        with the next one; what goes is written to the websocket at once when
+        it can take it (:meth:`RealtimeSession.send_audio_now`), else queued.
+        """
         conversation = self._conversation
         if conversation is not None and conversation.wants_caller_level and is_loud(payload):
             conversation.caller_loud(self._now())
-        pending = self._pending_input
-        pending += payload
-        if len(pending) < INPUT_CHUNK_BYTES:
-            return
-        chunk = self._input_convert.convert(bytes(pending))
-        pending.clear()
+        ulaw = self._uplink.push(payload)
+        if ulaw is None:
+            return  # paired with the next frame (it cannot move the turn detection)
+        chunk = self._input_convert.convert(ulaw)
         queue = self._to_model
+        session = self._session
+        if (
+            session is not None
+            and queue.empty()
+            and self._session_ready.is_set()
+            and session.send_audio_now(chunk)
+        ):
+            return  # written at once (the usual case); the queue keeps the order otherwise
         if queue.full():
             # The model side is stalled: keep the newest audio, count the loss.
             queue.get_nowait()
@@ -480,7 +494,12 @@ class Call:
         conversation = self._conversation
         assert conversation is not None
         now = self._now
+        uplink = self._uplink
         async for event in session:
+            if isinstance(event, InputAudioBufferSpeechStarted):
+                uplink.model_hears_speech = True
+            elif isinstance(event, InputAudioBufferSpeechStopped):
+                uplink.model_hears_speech = False
             self._execute(conversation.model_event(event, now(), self._playback()))
         if not self._ended.is_set():
             raise RealtimeConnectionError("model session ended")
