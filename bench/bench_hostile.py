@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.server import ServerConnection, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from controller.audio.resample import converters_for  # noqa: E402
+from controller.audio.convert import converters_for  # noqa: E402
 from controller.call.conversation import (  # noqa: E402
     Conversation,
     ConversationConfig,

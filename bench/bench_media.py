@@ -29,8 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controller.audio.convert import Passthrough  # noqa: E402
 from controller.audio.g711 import ulaw_decode, ulaw_encode  # noqa: E402
-from controller.audio.resample import Passthrough, Pcm24kToUlaw, UlawToPcm24k  # noqa: E402
+from controller.audio.resample import Pcm24kToUlaw, UlawToPcm24k  # noqa: E402
 from controller.media.playout import Playout  # noqa: E402
 from controller.media.schedule import FrameSchedule  # noqa: E402
 from controller.rtp.endpoint import RtpEndpoint  # noqa: E402

@@ -43,6 +43,7 @@ from controller.ari.events import (
 )
 from controller.ari.rest import AriClient
 from controller.ari.stream import AriEventStream
+from controller.audio.convert import preload
 from controller.call.call import RESULT_VARIABLE, Call
 from controller.call.http_tools import HttpToolClient
 from controller.call.services import (
@@ -109,6 +110,8 @@ class Controller:
         self.id_prefix = f"{settings.ari_app}-"
         #: One clock drives every call's 20 ms playout (not a timer per call).
         self.clock = MediaClock()
+        # pcm24k's resampler (numpy) is imported now, not while a call waits.
+        preload(settings.realtime_audio)
         #: Profiles, transfer targets and custom tools (``AGENTS_FILE``).
         self.agents: AgentsFile | None = agents
         if agents is None and settings.agents_file:

@@ -114,6 +114,7 @@ class Operations:
         Raises:
             ConfigError: ``HTTP_LISTEN`` cannot be bound, or needs ``HTTP_TOKEN``.
         """
+        self.metrics.watch_clock(controller.clock)
         self._tasks.append(asyncio.create_task(self.writer.run(), name="record-writer"))
         days = self.settings.records_retention_days
         if days:

@@ -23,12 +23,31 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-#: The u-law and A-law codes for a zero sample (what silence sounds like on the wire).
-ULAW_SILENCE: Final = 0xFF
-ALAW_SILENCE: Final = 0xD5
-#: One 20 ms frame (160 samples at 8 kHz) of silence.
-ULAW_SILENCE_FRAME: Final = bytes((ULAW_SILENCE,)) * 160
-ALAW_SILENCE_FRAME: Final = bytes((ALAW_SILENCE,)) * 160
+from controller.audio.constants import (
+    ALAW_SILENCE,
+    ALAW_SILENCE_FRAME,
+    ULAW_SILENCE,
+    ULAW_SILENCE_FRAME,
+)
+
+__all__ = [
+    "ALAW_DECODE_TABLE",
+    "ALAW_ENCODE_TABLE",
+    "ALAW_SILENCE",
+    "ALAW_SILENCE_FRAME",
+    "ULAW_DECODE_TABLE",
+    "ULAW_ENCODE_TABLE",
+    "ULAW_SILENCE",
+    "ULAW_SILENCE_FRAME",
+    "alaw_decode",
+    "alaw_encode",
+    "array_to_pcm16",
+    "pcm16_to_array",
+    "pcm16_to_ulaw",
+    "ulaw_decode",
+    "ulaw_encode",
+    "ulaw_to_pcm16",
+]
 
 _PCM16LE = np.dtype("<i2")
 

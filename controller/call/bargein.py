@@ -37,21 +37,21 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import numpy as np
-
-from controller.audio.g711 import ULAW_DECODE_TABLE
+from controller.audio.constants import ULAW_LINEAR
 
 #: A caller frame at or above this RMS level counts as the caller still talking.
 LOUD_DBFS = -45.0
 _LOUD_MEAN_SQUARE: float = (32768.0 * 10.0 ** (LOUD_DBFS / 20.0)) ** 2
+# Each u-law code's squared sample: the frame's energy is one sum over its bytes
+# (no numpy: a pcmu controller does not load it).
+_SQUARES = tuple(sample * sample for sample in ULAW_LINEAR)
 
 
 def is_loud(ulaw: bytes) -> bool:
     """True when u-law audio is at or above :data:`LOUD_DBFS` (RMS)."""
     if not ulaw:
         return False
-    samples = ULAW_DECODE_TABLE[np.frombuffer(ulaw, dtype=np.uint8)].astype(np.float64)
-    return float(np.mean(samples * samples)) >= _LOUD_MEAN_SQUARE
+    return sum(map(_SQUARES.__getitem__, ulaw)) >= _LOUD_MEAN_SQUARE * len(ulaw)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from controller.ari.events import (
     StasisStart,
     event_channel,
 )
-from controller.audio.resample import converters_for
+from controller.audio.convert import converters_for
 from controller.call.bargein import is_loud
 from controller.call.bridge import MediaLeg
 from controller.call.configure import conversation_config, outbound_agent, session_update
@@ -94,7 +94,12 @@ from controller.errors import (
 )
 from controller.logs import CallLogger, kv
 from controller.media.call_media import CallMedia
-from controller.realtime.events import ServerEvent
+from controller.media.uplink import Uplink
+from controller.realtime.events import (
+    InputAudioBufferSpeechStarted,
+    InputAudioBufferSpeechStopped,
+    ServerEvent,
+)
 from controller.realtime.session import RealtimeSession, connect_realtime
 from controller.records import CallRecord, Direction, DtmfEntry, LiveEventKind
 
@@ -103,10 +108,6 @@ log = logging.getLogger("controller.call")
 #: Channel variable set on the caller before it is handed back to the
 #: dialplan, so the dialplan can tell why (e.g. ``controller_stopping``).
 RESULT_VARIABLE = "ARI_REALTIME_RESULT"
-#: Caller audio is sent to the model in chunks of this many u-law bytes
-#: (40 ms): half the websocket messages of 20 ms chunks, for 20 ms of latency
-#: on a turn end that server VAD waits 500 ms for anyway.
-INPUT_CHUNK_BYTES = 320
 
 
 class _CallOver(Exception):
@@ -149,7 +150,8 @@ class Call:
             log=self._log,
         )
         self._model: ModelLink | None = None
-        self._pending_input = bytearray()
+        # When each frame of the caller's goes to the model (at once or paired).
+        self._uplink = Uplink()
         self._input_convert, self._output_convert = converters_for(settings.realtime_audio)
         self._tasks: asyncio.TaskGroup | None = None
         self._timer_wake = asyncio.Event()
@@ -458,7 +460,14 @@ class Call:
             self._log.info("model ready %s", kv(model=agent.model))
             return session
 
+        uplink = self._uplink
+
         def on_event(event: ServerEvent) -> None:
+            # The uplink sends at once what could move the turn detection.
+            if isinstance(event, InputAudioBufferSpeechStarted):
+                uplink.model_hears_speech = True
+            elif isinstance(event, InputAudioBufferSpeechStopped):
+                uplink.model_hears_speech = False
             self._execute(conversation.model_event(event, self._now(), self._playback()))
 
         def on_lost(reason: str) -> None:
@@ -477,16 +486,19 @@ class Call:
         )
 
     def _on_caller_audio(self, payload: bytes) -> None:
-        """u-law from Asterisk (or filled silence), called per frame: keep it cheap."""
+        """u-law from Asterisk (or filled silence), called per frame as it arrives: keep it cheap.
+
+        The :class:`Uplink` says whether the frame goes to the model now or
+        with the next one; what goes is written to the websocket at once when
+        it can take it (:meth:`RealtimeSession.send_audio_now`), else queued.
+        """
         conversation = self._conversation
         if conversation is not None and conversation.wants_caller_level and is_loud(payload):
             conversation.caller_loud(self._now())
-        pending = self._pending_input
-        pending += payload
-        if len(pending) < INPUT_CHUNK_BYTES:
-            return
-        chunk = self._input_convert.convert(bytes(pending))
-        pending.clear()
+        ulaw = self._uplink.push(payload)
+        if ulaw is None:
+            return  # paired with the next frame (it cannot move the turn detection)
+        chunk = self._input_convert.convert(ulaw)
         if self._model is not None and (conversation is None or conversation.forwards_audio):
             self._model.send_audio(chunk)
 

@@ -31,8 +31,9 @@ from controller.logs import kv
 from controller.realtime.events import ClientEvent, ServerEvent, split_audio_delta
 from controller.realtime.session import RealtimeSession
 
-#: Caller audio kept while the model session opens or reopens: 10 s of 40 ms chunks.
-INPUT_QUEUE_CHUNKS = 250
+#: Caller audio kept while the model session opens or reopens: 10 s of 20 ms chunks
+#: (what the call's Uplink sends at once around turn changes; 40 ms otherwise).
+INPUT_QUEUE_CHUNKS = 500
 #: Longest pause between reconnection attempts.
 MAX_BACKOFF_SECONDS = 4.0
 
@@ -79,8 +80,17 @@ class ModelLink:
     # --- what the call sends ----------------------------------------------------------
 
     def send_audio(self, chunk: bytes) -> None:
-        """Queue caller audio (never blocks; when full, the oldest chunk goes)."""
+        """Send caller audio: written at once when the websocket can take it, else
+        queued in order (never blocks; when full, the oldest chunk goes)."""
         queue = self._audio
+        session = self.session
+        if (
+            session is not None
+            and queue.empty()
+            and self.ready.is_set()
+            and session.send_audio_now(chunk)
+        ):
+            return  # the usual case: no task switch before the model has it
         if queue.full():
             queue.get_nowait()
             self.audio_dropped += 1

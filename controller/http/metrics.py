@@ -15,7 +15,10 @@ What a call contributes, and when:
   twice however often the call reports a turn while it grows;
 * model errors are counted as they happen, by :meth:`Metrics.model_error`;
 * the event-loop lag is measured every second by a task that
-  :meth:`Metrics.start` starts and :meth:`Metrics.stop` stops.
+  :meth:`Metrics.start` starts and :meth:`Metrics.stop` stops;
+* how late the media clock's ticks ran (every tick, 100 a second: the lag
+  the calls' audio feels) is read from the clock given to
+  :meth:`Metrics.watch_clock` when scraped.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
 
+from controller.media.clock import MediaClock
 from controller.records import OUTCOMES, CallRecord, LiveEventKind
 
 log = logging.getLogger("controller.http.metrics")
@@ -49,6 +54,33 @@ _TURN_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.
 _BARGE_IN_BUCKETS = (0.02, 0.04, 0.06, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 # Loop lag: a 20 ms media tick is late past a few milliseconds.
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class _ClockLateness:
+    """A collector reading the media clock's own lateness histogram when scraped."""
+
+    def __init__(self) -> None:
+        self.clock: MediaClock | None = None
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        clock = self.clock
+        if clock is None:
+            return []
+        lateness = clock.lateness
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, count in zip(lateness.bounds, lateness.counts, strict=False):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", lateness.total))
+        return [
+            HistogramMetricFamily(
+                "ari_realtime_media_clock_lateness_seconds",
+                "How late the media clock's ticks ran (every tick, 10 ms apart).",
+                buckets=buckets,
+                sum_value=lateness.sum,
+            )
+        ]
 
 
 class _BoundedLabel:
@@ -163,6 +195,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self._clock = _ClockLateness()
+        r.register(self._clock)
         self._tool_name = _BoundedLabel()
         self._error_code = _BoundedLabel()
         self._started: dict[str, str] = {}  # call id -> direction, while active
@@ -196,6 +230,10 @@ class Metrics:
     def webhook_result(self, result: str) -> None:
         """Count a webhook delivery: ``ok``, ``failed`` or ``dropped`` (queue full)."""
         self.webhook_deliveries.labels(result).inc()
+
+    def watch_clock(self, clock: MediaClock) -> None:
+        """Export how late ``clock``'s ticks run (``ari_realtime_media_clock_lateness_seconds``)."""
+        self._clock.clock = clock
 
     # --- event-loop lag --------------------------------------------------------------------
 

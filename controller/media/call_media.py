@@ -3,19 +3,24 @@
 :class:`CallMedia` is the whole media API a call sees. It ties together the
 call's :class:`~controller.rtp.endpoint.RtpEndpoint` (socket), its
 :class:`~controller.media.playout.Playout` (the model's audio waiting to be
-played), a :class:`~controller.media.schedule.FrameSchedule` on the
-:class:`~controller.media.clock.MediaClock`'s grid, and a
-:class:`~controller.media.gapfill.GapFiller`.
+played) and a :class:`~controller.media.gapfill.GapFiller`, on the
+:class:`~controller.media.clock.MediaClock`.
 
-On every clock tick, :meth:`CallMedia.tick`:
-
-1. drains the socket (:meth:`RtpEndpoint.poll`): every new, in-order PCMU
-   payload from Asterisk goes to the call's ``on_audio``;
-2. for each due frame, takes one frame from the playout and sends it
-   (nothing is sent while the playout is empty; the RTP timestamp still
-   follows the frame index);
-3. when the caller's side has been quiet on the wire for ``gap_threshold``,
-   feeds u-law silence frames to ``on_audio`` at the real-time rate.
+* The clock drains the socket on every one of its ticks (10 ms) when it has
+  data (:meth:`RtpEndpoint.poll`): every new, in-order PCMU payload from
+  Asterisk goes to the call's ``on_audio`` at once.
+* Once per 20 ms, on the call's phase of the clock, :meth:`CallMedia.tick`
+  takes one frame from the playout and sends it (nothing is sent while the
+  playout is empty; the RTP timestamp still follows the clock), and, when the
+  caller's side has been quiet on the wire for ``gap_threshold``, feeds u-law
+  silence frames to ``on_audio`` at the real-time rate.
+* When the model's audio arrives while nothing is playing,
+  :meth:`CallMedia.play` sends its first frame at once and moves the call to
+  the phase of the current tick (the first frame is stamped as that tick's):
+  the next frame goes out on that phase's next tick, 10 to 20 ms later
+  (never later than a 20 ms grid from the first frame would have it, so the
+  caller's side never runs dry), then one every 20 ms. The agent's first
+  word waits for no tick.
 
 The call queues the model's audio with :meth:`CallMedia.play`, cuts it on
 barge-in with :meth:`CallMedia.interrupt`, and logs :meth:`CallMedia.summary`
@@ -31,12 +36,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.audio.g711 import ULAW_SILENCE_FRAME
+from controller.audio.constants import ULAW_SILENCE_FRAME
 from controller.media.clock import MediaClock
 from controller.media.gapfill import GapFiller
-from controller.media.playout import Cut, Playout
+from controller.media.playout import FRAME_BYTES, Cut, Playout
 from controller.rtp.endpoint import RtpEndpoint
 from controller.rtp.ports import bind_free_port
+from controller.rtp.sender import SAMPLES_PER_FRAME, OutgoingStream
 
 __all__ = ["CallMedia", "Cut", "MediaSummary"]
 
@@ -105,7 +111,7 @@ class CallMedia:
 
     Create it with :meth:`open`; :meth:`close` stops the ticks and closes
     the socket. Everything else about the call's media (the endpoint, the
-    playout queue, the schedule, the gap filler) is internal.
+    playout queue, the gap filler) is internal.
 
     Args:
         clock: the process's media clock.
@@ -131,15 +137,22 @@ class CallMedia:
         self._on_audio = on_audio
         self._on_item_started = on_item_started
         self._time = loop.time
+        # The RTP timestamp follows the clock's ticks (several per frame).
+        stream = OutgoingStream(
+            samples_per_tick=SAMPLES_PER_FRAME // clock.phases, ticks_per_frame=clock.phases
+        )
         # The endpoint delivers to _from_asterisk, which notes the arrival for
         # the gap filler before passing the audio on.
-        self._endpoint = RtpEndpoint(self._from_asterisk, sock=sock, time=loop.time)
+        self._endpoint = RtpEndpoint(self._from_asterisk, sock=sock, time=loop.time, stream=stream)
         self._playout = playout or Playout()
-        self._schedule = clock.new_schedule()
         self._gap_filler = (
             GapFiller(loop.time(), threshold=gap_threshold) if gap_threshold is not None else None
         )
+        self._resyncs_before = clock.resyncs
+        self._resyncs: int | None = None
+        self._sock: socket.socket | None = sock
         clock.register(self)
+        clock.add_reader(sock, self._read)
 
     @classmethod
     async def open(
@@ -212,12 +225,19 @@ class CallMedia:
     # -- the model's audio -----------------------------------------------------------------
 
     def play(self, item_id: str, ulaw: bytes) -> None:
-        """Queue u-law audio of one model item; it goes out from the next due frame.
+        """Queue u-law audio of one model item.
 
-        Audio for an item already cut by :meth:`interrupt` is dropped, and
-        audio beyond the queue's cap too (both counted in :meth:`summary`).
+        When nothing was playing and a whole frame is queued, the first frame
+        goes out now and the call's 20 ms grid starts from it (see the module
+        docstring); otherwise the audio follows what is queued. Audio for an
+        item already cut by :meth:`interrupt` is dropped, and audio beyond
+        the queue's cap too (both counted in :meth:`summary`).
         """
-        self._playout.enqueue(item_id, ulaw)
+        playout = self._playout
+        idle = playout.idle
+        playout.enqueue(item_id, ulaw)
+        if idle and playout.buffered_bytes >= FRAME_BYTES:
+            self._start_talkspurt()
 
     def end_item(self, item_id: str) -> None:
         """Note that the model finished sending ``item_id`` (``output_audio.done``)."""
@@ -251,25 +271,38 @@ class CallMedia:
     # -- the clock -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Read the socket, send the due frames and feed any gap silence. Called by the clock."""
-        playout = self._playout
-        endpoint = self._endpoint
-        endpoint.poll()
-        for index in self._schedule.due(now):
-            frame = playout.next_frame()
-            if frame is not None:
-                endpoint.send_frame(frame, index)
-        started = playout.started
-        if started:
-            callback = self._on_item_started
-            if callback is not None:
-                for item_id in started:
-                    callback(item_id, now)
-            started.clear()
+        """Send this period's frame and feed any gap silence. Called by the clock."""
+        frame = self._playout.next_frame()
+        if frame is not None:
+            self._endpoint.send_frame(frame, self._clock.tick_index)
+        if self._playout.started:
+            self._notify_started(now)
         gap_filler = self._gap_filler
         if gap_filler is not None:
             for _ in range(gap_filler.frames_due(now)):
                 self._on_audio(ULAW_SILENCE_FRAME)
+
+    def _start_talkspurt(self) -> None:
+        """Send the first frame now and move the call's grid to the current tick."""
+        clock = self._clock
+        tick = clock.tick_index
+        last = self._endpoint.stream.last_tick
+        if last is not None and tick < last + clock.phases:
+            return  # the previous frame is still playing: the next one follows it
+        frame = self._playout.next_frame()
+        if frame is None:
+            return
+        self._endpoint.send_frame(frame, tick)
+        clock.set_phase(self, tick)
+        self._notify_started(self._time())
+
+    def _notify_started(self, now: float) -> None:
+        started = self._playout.started
+        callback = self._on_item_started
+        if callback is not None:
+            for item_id in started:
+                callback(item_id, now)
+        started.clear()
 
     # -- end -------------------------------------------------------------------------------
 
@@ -295,7 +328,7 @@ class CallMedia:
             tx_stale_bytes=playout.stale_bytes,
             played_frames=playout.frames_audio,
             gap_frames=gap.filled_frames if gap is not None else 0,
-            clock_resyncs=self._schedule.resyncs,
+            clock_resyncs=self._clock_resyncs(),
             socket_errors=endpoint.socket_errors,
             callback_errors=endpoint.callback_errors,
             underruns=playout.underruns,
@@ -303,8 +336,25 @@ class CallMedia:
 
     def close(self) -> None:
         """Stop ticking and close the socket (idempotent)."""
-        self._clock.unregister(self)
+        clock = self._clock
+        if self._resyncs is None:
+            self._resyncs = clock.resyncs - self._resyncs_before
+        clock.unregister(self)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            clock.remove_reader(sock)
         self._endpoint.close()
+
+    def _clock_resyncs(self) -> int:
+        if self._resyncs is not None:
+            return self._resyncs
+        return self._clock.resyncs - self._resyncs_before
+
+    def _read(self) -> None:
+        # One datagram per tick (the clock calls again while more are waiting):
+        # a packet comes every 20 ms, a tick every 10, so reading on until the
+        # socket is empty would cost a second, failing, system call per packet.
+        self._endpoint.poll(1)
 
     def _from_asterisk(self, payload: bytes) -> None:
         if self._gap_filler is not None:

@@ -43,7 +43,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from controller.audio.g711 import ULAW_SILENCE
+from controller.audio.constants import ULAW_SILENCE
 
 #: One 20 ms frame of G.711 at 8 kHz.
 FRAME_BYTES: Final = 160

@@ -46,15 +46,15 @@ class RtpEndpoint:
     """One call's RTP socket toward Asterisk's UnicastRTP channel.
 
     Create it with :meth:`open`. The socket is *polled*, not registered with
-    the event loop: :meth:`poll` drains it, and the call's
-    :class:`~controller.media.call_media.CallMedia` calls it at the start of
-    every media-clock tick. A socket watched by the loop wakes the process
-    once per packet, 50 times a second per call (each call's packets arrive
-    on their own 20 ms grid); polled on the shared clock, the whole process
-    wakes 50 times a second however many calls run. That wake-up was the
-    largest single CPU cost per call (measured with ``bench/bench_calls.py``).
-    The price is up to one tick (20 ms, 10 ms on average) of extra latency on
-    the caller's audio.
+    the event loop: :meth:`poll` reads it, and the media clock calls it (through
+    the call's :class:`~controller.media.call_media.CallMedia`) on every 10 ms
+    tick on which the socket has data. A socket watched by the loop wakes the
+    process once per packet, 50 times a second per call (each call's packets
+    arrive on their own 20 ms grid); polled on the shared clock, the whole
+    process wakes 100 times a second however many calls run. That wake-up
+    was the largest single CPU cost per call (measured with
+    ``bench/bench_calls.py``). The price is up to one tick (10 ms, 5 ms on
+    average) of extra latency on the caller's audio.
 
     Until :meth:`set_remote` is called, inbound
     datagrams are kept (up to :data:`EARLY_PACKETS`, the rest dropped and
@@ -147,8 +147,8 @@ class RtpEndpoint:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def poll(self) -> int:
-        """Receive every datagram waiting on the socket (at most :data:`MAX_POLL`).
+    def poll(self, limit: int = MAX_POLL) -> int:
+        """Receive the datagrams waiting on the socket, at most ``limit``.
 
         Returns:
             How many datagrams were read. Never raises.
@@ -158,7 +158,7 @@ class RtpEndpoint:
             return 0
         recvfrom = sock.recvfrom
         count = 0
-        while count < MAX_POLL:
+        while count < limit:
             try:
                 data, addr = recvfrom(2048)
             except BlockingIOError:
@@ -210,14 +210,13 @@ class RtpEndpoint:
         for data, addr in early or ():
             self.datagram_received(data, addr)
 
-    def send_frame(self, payload: bytes, frame_index: int) -> None:
+    def send_frame(self, payload: bytes, tick: int) -> None:
         """Send one frame as RTP to Asterisk, stamped by :attr:`stream`.
 
         Args:
             payload: the u-law frame (160 bytes).
-            frame_index: the frame's index on the call's
-                :class:`~controller.media.schedule.FrameSchedule`; the RTP
-                timestamp is derived from it.
+            tick: the frame's tick on the media clock; the RTP timestamp is
+                derived from it (see :class:`~controller.rtp.sender.OutgoingStream`).
         """
         sock = self._sock
         remote = self.remote
@@ -225,7 +224,7 @@ class RtpEndpoint:
             self.unsent += 1
             return
         try:
-            sock.sendto(self.stream.packet(payload, frame_index), remote)
+            sock.sendto(self.stream.packet(payload, tick), remote)
         except OSError as exc:
             # A full socket buffer (BlockingIOError) or an ICMP error: this
             # frame is lost, the call goes on.

@@ -81,7 +81,8 @@ async def test_plays_out_at_20ms_and_fills_gaps(clock: MediaClock, peer: Peer) -
         assert packet.marker
         assert packet.sequence_number == (seqs[-1] + 1) & 0xFFFF
         assert (packet.timestamp - packets[-1][0].timestamp) % (1 << 32) > 160 * 3
-        assert (packet.timestamp - packets[-1][0].timestamp) % 160 == 0
+        # It starts on the tick the audio came (a tick is 160 / phases samples).
+        assert (packet.timestamp - packets[-1][0].timestamp) % (160 // clock.phases) == 0
         summary = media.summary()
         assert (summary.tx_packets, summary.played_frames, summary.rx_received) == (6, 6, 1)
         assert summary.gap_frames >= 10
@@ -264,3 +265,52 @@ async def test_open_without_a_free_port_registers_nothing(clock: MediaClock) -> 
     with taken_ports(1) as (port,), pytest.raises(NoFreePortError):
         await CallMedia.open(clock, HOST, (port, port), lambda _: None)
     assert clock.subscribers == 0
+
+
+async def test_first_frame_of_a_talkspurt_goes_out_at_once_then_the_grid_follows(
+    clock: MediaClock, peer: Peer
+) -> None:
+    started: list[str] = []
+    media = await CallMedia.open(
+        clock,
+        HOST,
+        free_port_range(),
+        lambda _: None,
+        gap_threshold=None,
+        on_item_started=lambda item, now: started.append(item),
+    )
+    try:
+        media.set_remote(*peer.address)
+        await ticks(clock, 2)
+        media.play("item_a", b"\x11" * 480)  # 60 ms while idle
+        # Sent before play() returned: no tick was waited for.
+        assert media.summary().tx_packets == 1
+        assert started == ["item_a"]
+        packets = [(await peer.next_packet())[0] for _ in range(3)]
+        assert [p.marker for p in packets] == [True, False, False]
+        # The next frames follow on the call's 20 ms grid, started from the first one.
+        steps = [
+            (b.timestamp - a.timestamp) % (1 << 32)
+            for a, b in zip(packets, packets[1:], strict=False)
+        ]
+        assert steps == [160, 160]
+        # Audio queued while a frame is still playing does not start a new talkspurt.
+        await wait_for(lambda: not media.speaking, "the queue to empty")
+        media.play("item_b", b"\x22" * 160)
+        assert media.summary().tx_packets in (3, 4)  # at once only if the last frame is over
+        packet, _ = await peer.next_packet()
+        assert packet.payload == b"\x22" * 160
+    finally:
+        media.close()
+
+
+async def test_a_partial_frame_while_idle_waits_for_the_tick(clock: MediaClock, peer: Peer) -> None:
+    media = await CallMedia.open(clock, HOST, free_port_range(), lambda _: None, gap_threshold=None)
+    try:
+        media.set_remote(*peer.address)
+        media.play("item_a", b"\x11" * 80)  # less than a frame: the rest may follow
+        assert media.summary().tx_packets == 0
+        packet, _ = await peer.next_packet()
+        assert packet.payload == b"\x11" * 80 + b"\xff" * 80
+    finally:
+        media.close()

@@ -27,7 +27,7 @@ from controller.ari.events import (
     parse_event,
     parse_models,
 )
-from controller.audio.resample import converters_for
+from controller.audio.convert import converters_for
 from controller.call.conversation import (
     Conversation,
     ConversationConfig,

@@ -1,9 +1,10 @@
-"""MediaClock: one 20 ms clock ticking every call, on the real event loop."""
+"""MediaClock: one clock ticking every call (several ticks per 20 ms frame), on the real loop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 from controller.media.clock import MediaClock
@@ -131,3 +132,68 @@ async def test_clock_resyncs_after_a_stall_instead_of_bursting(caplog):
     assert max(bursts) <= clock.max_burst
     assert schedule.skipped_frames >= 10
     assert any("stalled" in r.getMessage() for r in caplog.records)
+
+
+async def test_each_subscriber_ticks_once_per_period_on_its_phase():
+    assert MediaClock().phases == 2  # 10 ms ticks by default
+    clock = MediaClock(phases=4)
+    assert abs(clock.tick_period - 0.005) < 1e-12
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    class PhaseRecorder:
+        def __init__(self, key: int) -> None:
+            self.key = key
+
+        def tick(self, now: float) -> None:
+            seen[self.key].append(clock.tick_index)
+
+    subs = [PhaseRecorder(k) for k in range(3)]
+    clock.register(subs[0], phase=0)
+    clock.register(subs[1], phase=2)
+    clock.register(subs[2])  # the phase of the next tick
+    assert clock.phase(subs[1]) == 2
+    clock.start()
+    try:
+        await wait_for(lambda: len(seen[1]) >= 6, "ticks on phase 2")
+        clock.set_phase(subs[1], 1)
+        moved_at = len(seen[1])
+        await wait_for(lambda: len(seen[1]) >= moved_at + 4, "ticks on phase 1")
+    finally:
+        await clock.stop()
+    if clock.resyncs == 0:
+        assert {i % 4 for i in seen[0]} == {0}
+        assert {i % 4 for i in seen[1][:moved_at]} == {2}
+        assert {i % 4 for i in seen[1][moved_at:]} == {1}
+        # Once per period: consecutive ticks of one subscriber are 4 apart.
+        assert all(b - a == 4 for a, b in zip(seen[0], seen[0][1:], strict=False))
+    assert clock.lateness.total >= clock.ticks > 0
+    assert sum(clock.lateness.counts) == clock.lateness.total
+    assert clock.phase(object()) is None  # type: ignore[arg-type]
+
+
+async def test_readers_are_drained_on_the_ticks_and_removed():
+    clock = MediaClock()
+    recorder = Recorder()
+    clock.register(recorder)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    got: list[bytes] = []
+
+    def read_one() -> None:
+        got.append(a.recv(100))  # one datagram per call: the rest waits for the next tick
+
+    clock.add_reader(a, read_one)
+    clock.start()
+    try:
+        b.send(b"one")
+        b.send(b"two")
+        await wait_for(lambda: len(got) == 2, "both datagrams")
+        clock.remove_reader(a)
+        clock.remove_reader(a)  # idempotent
+        b.send(b"three")
+        await asyncio.sleep(0.05)
+        assert got == [b"one", b"two"]
+    finally:
+        await clock.stop()
+        a.close()
+        b.close()

@@ -238,3 +238,22 @@ async def test_send_audio_fast_path(server: ModelServer) -> None:
     assert session.audio_bytes_sent == 324
     assert server.session.errors == []
     await session.close()
+
+
+async def test_send_audio_now_writes_at_once_and_declines_when_closed(server: ModelServer) -> None:
+    session = await connect_realtime(server.url, KEY, "gpt-realtime")
+    await session.start(ev.build_session_update(SETTINGS))
+    # No await in between: the appends are on the wire, in order, when it returns.
+    assert session.send_audio_now(b"\x01" * 160)
+    assert session.send_audio_now(bytearray(b"\x02" * 320))
+    await session.send_audio(b"\x03" * 8)  # the slow path interleaves in order
+    await server.wait_for(lambda: server.session.input_audio_bytes == 488)
+    appends = [e for e in server.session.received if e["type"] == "input_audio_buffer.append"]
+    assert [a["audio"] for a in appends] == ["<160 bytes>", "<320 bytes>", "<8 bytes>"]
+    assert session.audio_bytes_sent == 488
+    assert server.session.errors == []
+    await session.close()
+    # Closed: nothing is written; the caller falls back to send_audio, which raises.
+    assert not session.send_audio_now(b"\x04" * 160)
+    with pytest.raises(RealtimeConnectionError):
+        await session.send_audio(b"\x04" * 160)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from controller.audio.convert import Passthrough, converters_for
 from controller.audio.g711 import ulaw_decode, ulaw_encode
 from controller.audio.resample import (
-    Passthrough,
+    Fir3,
     Pcm24kToUlaw,
     Resampler,
     UlawToPcm24k,
-    converters_for,
+    fir3_filter,
 )
 
 RATES = [(8000, 24000), (24000, 8000)]
@@ -123,17 +124,20 @@ def test_ulaw_to_pcm24k_and_back():
     caller = ulaw_encode(sine(700.0, 8000, 1.0))
     up = UlawToPcm24k()
     pcm = b"".join(up.convert(caller[i : i + 160]) for i in range(0, len(caller), 160))
-    pcm += up.flush()
+    # Every 20 ms of the caller's comes out at once, whole (nothing held back:
+    # the signal is 1.5 ms late inside it); the flush adds the filter's last 1.5 ms.
     assert len(pcm) == len(caller) * 3 * 2
+    pcm += up.flush()
+    assert len(pcm) == (len(caller) * 3 + 36) * 2
     down = Pcm24kToUlaw()
     # Odd-sized deltas: a sample split across two chunks must survive.
     back = b""
     for i in range(0, len(pcm), 999):
         back += down.convert(pcm[i : i + 999])
     back += down.flush()
-    assert len(back) == len(caller)
+    assert len(back) == len(caller) + 12
     original = ulaw_decode(caller).astype(np.float64)[800:-800]
-    restored = ulaw_decode(back).astype(np.float64)[800:-800]
+    restored = ulaw_decode(back).astype(np.float64)[12:][800:-800]
     snr = 10 * np.log10(np.sum(original**2) / np.sum((original - restored) ** 2))
     assert snr > 25  # two G.711 quantizations and two resamplings
 
@@ -153,7 +157,80 @@ def test_converters_for_modes():
     assert inbound.flush() == b""
     inbound.reset()
     inbound, outbound = converters_for("pcm24k", quality="LQ")
-    assert isinstance(inbound, UlawToPcm24k) and inbound.resampler.quality == "LQ"
+    assert isinstance(inbound, UlawToPcm24k)
+    assert isinstance(inbound.resampler, Resampler) and inbound.resampler.quality == "LQ"
     assert isinstance(outbound, Pcm24kToUlaw)
     with pytest.raises(ValueError, match="pcm16k"):
         converters_for("pcm16k")
+
+
+# --- Fir3: the low-delay 3:1 resampler the calls use ----------------------------------------
+
+
+@pytest.mark.parametrize("up", [True, False])
+@pytest.mark.parametrize("hold", [True, False])
+def test_fir3_chunked_equals_one_go_and_the_reference(up, hold):
+    rate = 8000 if up else 24000
+    x = np.random.default_rng(5).normal(0, 3000, rate).astype(np.int16)
+    whole = Fir3(up=up, hold=hold)
+    expected = np.concatenate([whole.process(x), whole.flush()])
+    chunked_fir = Fir3(up=up, hold=hold)
+    rng = np.random.default_rng(6)
+    parts, pos = [], 0
+    while pos < len(x):
+        size = int(rng.integers(0, 700))
+        parts.append(chunked_fir.process(x[pos : pos + size]))
+        pos += size
+    parts.append(chunked_fir.flush())
+    assert np.array_equal(np.concatenate(parts), expected)
+    # The same as filtering the whole signal directly (zero-stuffed or decimated).
+    h = fir3_filter()
+    if up:
+        stuffed = np.zeros(len(x) * 3)
+        stuffed[::3] = x
+        direct = np.convolve(stuffed, 3 * h)
+    else:
+        direct = np.convolve(x.astype(np.float64), h)[::3]
+    delay = whole.delay_samples
+    start = delay if hold else 0
+    reference = np.clip(np.rint(direct[start : start + len(expected)]), -32768, 32767)
+    assert np.array_equal(expected, reference)
+    assert len(expected) == (len(x) * 3 if up else len(x) // 3) + (0 if hold else delay)
+
+
+def test_fir3_holds_nothing_back_without_hold_and_only_its_delay_with_it():
+    frame = sine(440.0, 8000, 0.020)
+    streaming, aligned = Fir3(up=True, hold=False), Fir3(up=True, hold=True)
+    assert streaming.delay_samples == 36  # 1.5 ms at 24 kHz
+    for _ in range(10):
+        assert len(streaming.process(frame)) == 480
+    assert len(aligned.process(frame)) == 480 - 36
+    assert len(aligned.process(frame)) == 480
+    down = Fir3(up=False)
+    assert down.delay_samples == 12  # 1.5 ms at 8 kHz
+    assert len(down.process(sine(440.0, 24000, 0.100))) == 800 - 12
+
+
+def test_fir3_telephone_band_is_flat_and_aliases_are_rejected():
+    h = fir3_filter()
+
+    def gain_db(freq: float) -> float:
+        w = 2 * np.pi * freq / 24000
+        return float(20 * np.log10(abs(np.sum(h * np.exp(-1j * w * np.arange(len(h)))))))
+
+    for freq in (300.0, 1000.0, 2000.0, 3000.0, 3400.0):
+        assert abs(gain_db(freq)) < 0.05, freq
+    for freq in (4600.0, 5000.0, 6000.0, 8000.0, 11000.0):
+        assert gain_db(freq) < -58, freq
+
+
+def test_fir3_reset_and_errors():
+    fir = Fir3(up=False)
+    fir.process(sine(300.0, 24000, 0.1))
+    fir.reset()
+    assert len(fir.flush()) == 0
+    with pytest.raises(TypeError):
+        fir.process(np.zeros(10, dtype=np.float32))
+    loud = np.where(np.arange(2400) % 6 < 3, 32767, -32768).astype(np.int16)
+    fir.process(loud)
+    assert fir.clipped > 0

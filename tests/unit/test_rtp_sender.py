@@ -49,3 +49,14 @@ def test_outgoing_stream_other_payload_sizes():
 
 def test_random_ssrc_differs_between_streams():
     assert len({OutgoingStream().ssrc for _ in range(8)}) > 1
+
+
+def test_outgoing_stream_on_a_clock_of_several_ticks_per_frame():
+    # The media clock ticks every 5 ms: a frame is 4 ticks, 40 samples each.
+    stream = OutgoingStream(samples_per_tick=40, ticks_per_frame=4, rng=random.Random(4))
+    base = stream.timestamp_base
+    ticks = [3, 7, 11, 30, 34]  # a talkspurt, a pause, one starting on another phase
+    packets = [RtpPacket.parse(stream.packet(b"\xff" * 160, t)) for t in ticks]
+    assert [p.timestamp for p in packets] == [(base + 40 * t) & 0xFFFFFFFF for t in ticks]
+    assert [p.marker for p in packets] == [True, False, False, True, False]
+    assert stream.last_tick == 34
