@@ -18,11 +18,13 @@ REPO = Path(__file__).resolve().parents[2]
         ("bench_calls.py", "ms/call-s"),
         ("bench_ari_transport.py", "websocket"),
         ("bench_pool.py", "workers"),
+        ("bench_latency.py", "p50 ms"),
     ],
 )
 def test_a_sandbox_benchmark_runs_in_quick_mode(script: str, expect: str, tmp_path: Path) -> None:
     # bench_calls keeps its sandbox in a fixed state dir by default: use a fresh one.
-    extra = ["--state-dir", str(tmp_path)] if script == "bench_calls.py" else []
+    fixed_state = ("bench_calls.py", "bench_latency.py")
+    extra = ["--state-dir", str(tmp_path)] if script in fixed_state else []
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / script), "--quick", *extra],
         capture_output=True,
