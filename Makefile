@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint unit e2e bench bench-calls clean
+.PHONY: bootstrap demo test lint unit e2e bench bench-calls bench-latency clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -28,9 +28,15 @@ e2e: bootstrap
 bench: bootstrap
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_realtime.py
+	$(PY) bench/bench_resample.py
+	$(PY) bench/bench_scale.py
 
+# These two place real calls through the sandboxed Asterisk (root).
 bench-calls: bootstrap
 	$(PY) bench/bench_calls.py
+
+bench-latency: bootstrap
+	$(PY) bench/bench_latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out
