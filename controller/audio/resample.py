@@ -43,7 +43,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import as_strided
 
 from controller.audio.g711 import (
     ULAW_DECODE_TABLE,
@@ -207,10 +206,11 @@ class Fir3:
             self._history = data[count:]
             if not count:
                 return np.zeros(0)
-            # Row n is data[n : n + width] (a read-only view, no copy).
-            stride = data.strides[0]
-            windows = as_strided(
-                data, (count, len(data) - count + 1), (stride, stride), writeable=False
+            # Row n is data[n : n + width]: a view on the (contiguous) data, no copy
+            # (made directly: numpy's as_strided wrapper costs more than the product).
+            itemsize = data.itemsize
+            windows = np.ndarray(
+                (count, len(data) - count + 1), np.float64, data, 0, (itemsize, itemsize)
             )
             out: Float64Array = (windows @ self._matrix).ravel()
             return out
@@ -235,7 +235,8 @@ class Fir3:
         if len(y) and (y.max() >= 32767.5 or y.min() < -32768.5):
             self._clips += int(np.count_nonzero((y >= 32767.5) | (y < -32768.5)))
             y = np.clip(y, -32768, 32767)
-        out: Int16Array = np.rint(y).astype(np.int16)
+        # y is this call's own fresh array (or a slice of one): round it in place.
+        out: Int16Array = np.rint(y, out=y).astype(np.int16)
         self._stream_out += len(out)
         self.samples_out += len(out)
         return out
