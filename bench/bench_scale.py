@@ -9,15 +9,19 @@ everything around it, cheaply enough to reach hundreds of calls:
   real UDP RTP: each call's caller sends one 20 ms PCMU packet every 20 ms,
   each call at its own phase, from one socket (Asterisk's RTP address for
   every call), and every packet the controller sends back is received and
-  timed there. The caller's audio is loud throughout and the stand-in never
-  says ``speech_started``, so the controller forwards every packet as its
-  own append: the most it ever sends to the model.
+  timed there. Each caller talks (loud audio) ``--talk`` seconds of every
+  ``--cycle`` (1.5 of 4), from a random point of the cycle, and is quiet in
+  between.
 * **the model**: a minimal websocket server (raw asyncio, no per-message
   library overhead) that answers ``session.update``, counts the caller's
-  ``input_audio_buffer.append`` messages without decoding them, and every
-  ``--cycle`` seconds per call streams a reply of ``--reply-ms`` in 100 ms
-  deltas at 4x real time (as the real API does), so a call's agent talks
-  about 40% of the time.
+  ``input_audio_buffer.append`` messages without decoding them, plays a VAD
+  that knows the callers' schedule (``speech_started`` 60 ms into a talk
+  spell, ``speech_stopped`` after 500 ms of quiet) and after each turn
+  streams a reply of ``--reply-ms`` in 100 ms deltas at 4x real time (as the
+  real API does), so a call's agent talks about 40% of the time.
+  ``--worst``: the callers are loud throughout and the stand-in never says
+  ``speech_started`` (replies on a timer), so the controller forwards every
+  packet as its own append: the most it ever sends.
 
 Per step (``--calls``, default 50,100,200,500): set up N calls, let them run
 a second, measure for ``--seconds``, hang them up, wait until all is gone.
@@ -47,7 +51,7 @@ printed is the machine's, controller and generator together; compare the
 generator's lateness and the machine's busy share with the controller's CPU.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--calls 50,100,200,500]
-        [--seconds 10] [--mode pcmu|pcm24k]
+        [--seconds 10] [--mode pcmu|pcm24k] [--worst]
 
 ``--quick``: 10 calls for 3 seconds (a smoke test with rough numbers).
 Needs no root and no Asterisk.
@@ -101,6 +105,9 @@ APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DELTA_MS = 100
 MODEL_SPEED = 4.0
+#: The stand-in's "VAD": speech starts this far into a talk spell, stops after this much quiet.
+VAD_START_S = 0.06
+VAD_STOP_S = 0.5
 
 
 # --- the synthetic Asterisk ----------------------------------------------------------------------
@@ -113,6 +120,9 @@ class Call:
     number: int
     channel_id: str
     phase: float
+    #: Where in the talk cycle the call starts (seconds).
+    talk_offset: float = 0.0
+    start: float = 0.0
     ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     seq: int = field(default_factory=lambda: random.getrandbits(16))
     ts: int = field(default_factory=lambda: random.getrandbits(32))
@@ -129,12 +139,19 @@ class Call:
     received: list[tuple[float, int, bool]] = field(default_factory=list)
     appends: int = 0
 
+    def cycle_position(self, t: float, cycle: float) -> float:
+        """Seconds into the caller's talk cycle at ``t`` (talking first, then quiet)."""
+        return (t - self.start + self.talk_offset) % cycle
+
 
 class FakeAsterisk:
     """ARI (REST + events websocket) and RTP for synthetic calls."""
 
-    def __init__(self, app: str) -> None:
+    def __init__(self, app: str, *, talk: float, cycle: float, worst: bool) -> None:
         self.app = app
+        self.talk = talk
+        self.cycle = cycle
+        self.worst = worst
         self.calls: dict[str, Call] = {}
         self.by_number: dict[int, Call] = {}
         self.by_em: dict[str, Call] = {}
@@ -292,7 +309,8 @@ class FakeAsterisk:
         call.controller = address
         call.em_id = em
         self.by_em[em] = call
-        call.next_send = asyncio.get_running_loop().time() + call.phase
+        call.start = asyncio.get_running_loop().time()
+        call.next_send = call.start + call.phase
         call.bridged = True
 
     async def delete_channel(self, channel_id: str) -> web.Response:
@@ -313,7 +331,12 @@ class FakeAsterisk:
     async def start_call(self, number: int) -> Call:
         self._counter += 1
         channel_id = f"caller-{self._counter}"
-        call = Call(number, channel_id, phase=random.random() * FRAME_S)
+        call = Call(
+            number,
+            channel_id,
+            phase=random.random() * FRAME_S,
+            talk_offset=random.random() * self.cycle,
+        )
         self.calls[channel_id] = call
         self.by_number[number] = call
         channel = self.channel_json(channel_id, f"PJSIP/scale-{number:08x}", str(number))
@@ -343,9 +366,9 @@ class FakeAsterisk:
         sendto = self.rtp.sendto
         pack = RTP_HEADER.pack
         tag = TAG.pack
-        # Loud audio: with no speech_started from the stand-in, the controller's
-        # Uplink forwards every loud packet by itself (its costliest case).
-        filler = b"\x10\x90" * ((SAMPLES_PER_FRAME - TAG.size) // 2)
+        loud = b"\x10\x90" * ((SAMPLES_PER_FRAME - TAG.size) // 2)
+        quiet = b"\xff" * (SAMPLES_PER_FRAME - TAG.size)
+        talk, cycle, worst = self.talk, self.cycle, self.worst
         tick = 0.005
         start = loop.time()
         n = 0
@@ -359,7 +382,8 @@ class FakeAsterisk:
                 if not call.bridged or call.controller is None:
                     continue
                 while call.next_send <= now:
-                    payload = tag(call.number, call.index) + filler
+                    talking = worst or call.cycle_position(call.next_send, cycle) < talk
+                    payload = tag(call.number, call.index) + (loud if talking else quiet)
                     header = pack(0x80, 0, call.seq, call.ts, call.ssrc)
                     with contextlib.suppress(OSError):
                         sendto(header + payload, call.controller)
@@ -426,6 +450,8 @@ class ModelSession(asyncio.Protocol):
         self.mode = "pcmu"
         self.next_reply = 0.0
         self.reply_seq = 0
+        self.audio_bytes = 0
+        self.hears_speech = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -492,6 +518,7 @@ class ModelSession(asyncio.Protocol):
                 start = _unmask(buffer[pos : pos + min(n, 64)], mask)
                 if start.startswith(APPEND_PREFIX):
                     self.appends += 1
+                    self.audio_bytes += (n - len(APPEND_PREFIX) - 2) * 3 // 4
                     model.append(self, start[len(APPEND_PREFIX) : len(APPEND_PREFIX) + 12])
                 else:
                     self.control(_unmask(buffer[pos : pos + n], mask))
@@ -595,8 +622,9 @@ class FakeModel:
             return
         call = calls.get(session.number)
         if call is not None:
-            index = session.appends - 1
-            if index < len(call.sent):
+            # The newest caller packet this append completes: 960 bytes per 20 ms.
+            index = session.audio_bytes // 960 - 1
+            if 0 <= index < len(call.sent):
                 self.latencies.append(now - call.sent[index])
 
     async def _replies(self) -> None:
@@ -608,12 +636,41 @@ class FakeModel:
             await asyncio.sleep(step)
             now = loop.time()
             for session in list(self.sessions):
-                if session.next_reply and now >= session.next_reply and not session.closed:
-                    session.next_reply += self.cycle
-                    self._counter += 1
-                    response, item = f"resp_{self._counter}", f"item_{self._counter}"
-                    self._begin(session, response, item)
-                    self._active.append((session, response, item, 0))
+                if session.closed or not session.next_reply:
+                    continue
+                if self.asterisk.worst:
+                    if now >= session.next_reply:
+                        session.next_reply += self.cycle
+                        self._reply(session)
+                    continue
+                call = self.asterisk.by_number.get(session.number)
+                if call is None or not call.bridged:
+                    continue
+                # A VAD's view of the caller's talk cycle: speech starts 60 ms
+                # into a talk spell, stops after 500 ms of quiet; the reply follows.
+                position = call.cycle_position(now, self.cycle)
+                talk = self.asterisk.talk
+                if not session.hears_speech and VAD_START_S <= position < talk:
+                    session.hears_speech = True
+                    session.send(
+                        {
+                            "type": "input_audio_buffer.speech_started",
+                            "event_id": "event_s",
+                            "audio_start_ms": 0,
+                            "item_id": f"item_u{session.number}",
+                        }
+                    )
+                elif session.hears_speech and position >= talk + VAD_STOP_S:
+                    session.hears_speech = False
+                    session.send(
+                        {
+                            "type": "input_audio_buffer.speech_stopped",
+                            "event_id": "event_t",
+                            "audio_end_ms": 0,
+                            "item_id": f"item_u{session.number}",
+                        }
+                    )
+                    self._reply(session)
             still = []
             for session, response, item, sent in self._active:
                 if session.closed:
@@ -634,6 +691,12 @@ class FakeModel:
                 else:
                     still.append((session, response, item, sent + 1))
             self._active = still
+
+    def _reply(self, session: ModelSession) -> None:
+        self._counter += 1
+        response, item = f"resp_{self._counter}", f"item_{self._counter}"
+        self._begin(session, response, item)
+        self._active.append((session, response, item, 0))
 
     @staticmethod
     def _item(item: str, status: str) -> dict[str, Any]:
@@ -930,7 +993,7 @@ def free_port() -> int:
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Step], float]:
-    asterisk = FakeAsterisk("scale")
+    asterisk = FakeAsterisk("scale", talk=args.talk, cycle=args.cycle, worst=args.worst)
     model = FakeModel(asterisk, reply_ms=args.reply_ms, cycle=args.cycle)
     await asterisk.start()
     await model.start()
@@ -978,7 +1041,13 @@ def print_step(step: Step, args: argparse.Namespace, *, header: bool, start_rss:
         print(
             f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs;"
             f" mode {args.mode}; controller RSS at start {start_rss:.1f} MiB; window"
-            f" {args.seconds:g} s; reply {args.reply_ms} ms every {args.cycle:g} s per call"
+            f" {args.seconds:g} s; "
+            + (
+                f"callers loud, no VAD, a {args.reply_ms} ms reply every {args.cycle:g} s"
+                if args.worst
+                else f"callers talk {args.talk:g} s of {args.cycle:g}, a {args.reply_ms} ms reply"
+                " after each turn"
+            )
         )
         print()
         print(
@@ -1034,7 +1103,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--mode", choices=("pcmu", "pcm24k"), default="pcmu")
     parser.add_argument("--reply-ms", type=int, default=1500, help="model reply length")
-    parser.add_argument("--cycle", type=float, default=4.0, help="seconds between replies")
+    parser.add_argument(
+        "--cycle", type=float, default=4.0, help="the caller's talk cycle, seconds (default 4)"
+    )
+    parser.add_argument(
+        "--talk", type=float, default=1.5, help="the caller talks this long per cycle (1.5)"
+    )
+    parser.add_argument(
+        "--worst",
+        action="store_true",
+        help="the caller is loud throughout and the model never hears speech: every packet "
+        "is forwarded by itself (the most the controller ever sends); replies on a timer",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
