@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test lint unit e2e bench bench-calls bench-pool clean
+.PHONY: bootstrap demo test lint unit e2e bench bench-calls bench-latency bench-pool clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -29,9 +29,15 @@ bench: bootstrap
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_realtime.py
 	$(PY) bench/bench_hostile.py
+	$(PY) bench/bench_resample.py
+	$(PY) bench/bench_scale.py
 
+# These place real calls through the sandboxed Asterisk (root).
 bench-calls: bootstrap
 	$(PY) bench/bench_calls.py
+
+bench-latency: bootstrap
+	$(PY) bench/bench_latency.py
 
 bench-pool: bootstrap
 	$(PY) bench/bench_ari_transport.py

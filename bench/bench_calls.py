@@ -41,7 +41,7 @@ when woken once per packet (the machine's price of a wake-up, which a
 controller woken by each caller packet pays 50 times per call-second).
 ``--profile FILE`` adds a cProfile (CPU-time clock) of the windows with calls.
 
-    .venv/bin/python bench/bench_calls.py [--calls 1,5,10,20] [--seconds 10]
+    .venv/bin/python bench/bench_calls.py [--quick] [--calls 1,5,10,20] [--seconds 10]
                                           [--modes pcmu,pcm24k]
 
 Needs root (the sandbox) and the cached Asterisk root fs (built on first use).
@@ -594,6 +594,9 @@ def _modes(text: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
+        "--quick", action="store_true", help="2 calls, pcmu, 3 s windows (a smoke test)"
+    )
+    parser.add_argument(
         "--calls",
         type=_int_list,
         default=[1, 5, 10, 20],
@@ -678,6 +681,8 @@ def start_sandbox_patiently(state_dir: Path, patience: float = 120.0) -> Sandbox
 
 def main() -> int:
     args = parse_args()
+    if args.quick:
+        print("quick mode: 2 calls, pcmu, 3 s windows, rough numbers")
     load_before = loadavg()
     args.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = args.state_dir / "controller.log"

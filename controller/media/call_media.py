@@ -40,7 +40,7 @@ from controller.audio.constants import ULAW_SILENCE_FRAME
 from controller.media.clock import MediaClock
 from controller.media.gapfill import GapFiller
 from controller.media.playout import FRAME_BYTES, Cut, Playout
-from controller.rtp.endpoint import RtpEndpoint
+from controller.rtp.endpoint import MAX_POLL, RtpEndpoint
 from controller.rtp.ports import bind_free_port
 from controller.rtp.sender import SAMPLES_PER_FRAME, OutgoingStream
 
@@ -151,6 +151,7 @@ class CallMedia:
         self._resyncs_before = clock.resyncs
         self._resyncs: int | None = None
         self._sock: socket.socket | None = sock
+        self._last_read = -2
         clock.register(self)
         clock.add_reader(sock, self._read)
 
@@ -354,7 +355,12 @@ class CallMedia:
         # One datagram per tick (the clock calls again while more are waiting):
         # a packet comes every 20 ms, a tick every 10, so reading on until the
         # socket is empty would cost a second, failing, system call per packet.
-        self._endpoint.poll(1)
+        # Readable on two ticks in a row means a backlog (after a stall, or a
+        # burst from Asterisk): then drain it all at once.
+        tick = self._clock.tick_index
+        backlog = tick - self._last_read <= 1
+        self._last_read = tick
+        self._endpoint.poll(MAX_POLL if backlog else 1)
 
     def _from_asterisk(self, payload: bytes) -> None:
         if self._gap_filler is not None:

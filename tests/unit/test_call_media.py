@@ -314,3 +314,22 @@ async def test_a_partial_frame_while_idle_waits_for_the_tick(clock: MediaClock, 
         assert packet.payload == b"\x11" * 80 + b"\xff" * 80
     finally:
         media.close()
+
+
+async def test_a_backlog_is_drained_at_once(clock: MediaClock, peer: Peer) -> None:
+    heard: list[bytes] = []
+    media = await CallMedia.open(clock, HOST, free_port_range(), heard.append, gap_threshold=None)
+    try:
+        media.set_remote(*peer.address)
+        # Ten packets at once (a stall upstream): one per tick at first, then
+        # readable again on the next tick, so the rest comes in one go.
+        await ticks(clock, 1)
+        for seq in range(10):
+            peer.send_rtp(media.local_address, seq, bytes([seq + 1]) * 160)
+        start = clock.ticks
+        await wait_for(lambda: len(heard) == 10, "all ten")
+        # Not one per tick (ten ticks): the second tick finds it readable again.
+        assert clock.ticks - start <= 5
+        assert heard == [bytes([seq + 1]) * 160 for seq in range(10)]
+    finally:
+        media.close()
