@@ -642,9 +642,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_STATE,
         help="the sandbox's state and the controller log (default: %(default)s)",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="2 calls, one mode, 3 s windows: rough numbers"
-    )
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.seconds, args.modes = [2], 3.0, ["pcmu"]
