@@ -51,7 +51,11 @@ printed is the machine's, controller and generator together; compare the
 generator's lateness and the machine's busy share with the controller's CPU.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--calls 50,100,200,500]
-        [--seconds 10] [--mode pcmu|pcm24k] [--worst]
+        [--seconds 10] [--mode pcmu|pcm24k] [--worst] [--loop asyncio,uvloop]
+
+``--loop asyncio,uvloop`` runs the steps once per event loop, each with its
+own controller process (uvloop installed as the policy before the CLI runs),
+to compare them in one run.
 
 ``--quick``: 10 calls for 3 seconds (a smoke test with rough numbers).
 Needs no root and no Asterisk.
@@ -103,6 +107,10 @@ DEFAULT_STATE = Path("/var/tmp/ari-realtime/bench-scale")
 MEDIA_PORTS = "47000-48999"
 APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: Linux's SO_TIMESTAMPNS (not in Python's socket module): kernel receive timestamps, so a
+#: late load generator does not show up as the controller's pacing error.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("qq")
 DELTA_MS = 100
 MODEL_SPEED = 4.0
 #: The stand-in's "VAD": speech starts this far into a talk spell, stops after this much quiet.
@@ -135,7 +143,7 @@ class Call:
     ended: bool = False
     #: Send time of every caller packet, by index (loop.time()).
     sent: array[float] = field(default_factory=lambda: array("d"))
-    #: (arrival, rtp timestamp, marker) of packets from the controller, while recording.
+    #: (kernel arrival time, rtp timestamp, marker) of packets from the controller, while recording.
     received: list[tuple[float, int, bool]] = field(default_factory=list)
     appends: int = 0
 
@@ -164,6 +172,7 @@ class FakeAsterisk:
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.rtp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        self.rtp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.rtp.bind(("127.0.0.1", 0))
         self.rtp.setblocking(False)
         self.rtp_port = self.rtp.getsockname()[1]
@@ -396,25 +405,32 @@ class FakeAsterisk:
                         call.next_send = now + FRAME_S
 
     def _rtp_readable(self) -> None:
-        recvfrom = self.rtp.recvfrom
-        time_ = asyncio.get_running_loop().time
+        recvmsg = self.rtp.recvmsg
+        wall = time.time
+        unpack_time = TIMESPEC.unpack_from
         by_address = self.by_address
         recording = self.recording
         while True:
             try:
-                data, address = recvfrom(2048)
+                data, ancdata, _, address = recvmsg(2048, 64)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            now = time_()
             call = by_address.get(address)
             if call is None or len(data) < 12:
                 self.bad_rtp += 1
                 continue
             if recording:
+                # When the kernel queued it (the controller's sendto on loopback),
+                # not when this process got round to reading it.
+                arrival = wall()
+                for level, kind, cdata in ancdata:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = unpack_time(cdata)
+                        arrival = sec + nsec * 1e-9
                 _, b1, _, ts, _ = RTP_HEADER.unpack_from(data)
-                call.received.append((now, ts, bool(b1 & 0x80)))
+                call.received.append((arrival, ts, bool(b1 & 0x80)))
 
 
 # --- the synthetic model -------------------------------------------------------------------------
@@ -992,7 +1008,20 @@ def free_port() -> int:
         return port
 
 
-async def run(args: argparse.Namespace) -> tuple[list[Step], float]:
+#: How the controller process is started per event loop (uvloop: installed as the policy
+#: before the CLI runs, so the product needs no setting for an experiment).
+CONTROLLER_COMMANDS = {
+    "asyncio": [sys.executable, "-m", "controller", "run"],
+    "uvloop": [
+        sys.executable,
+        "-c",
+        "import sys, uvloop; uvloop.install(); from controller.cli import main; "
+        "sys.exit(main(['run']))",
+    ],
+}
+
+
+async def run(args: argparse.Namespace, event_loop: str) -> tuple[list[Step], float]:
     asterisk = FakeAsterisk("scale", talk=args.talk, cycle=args.cycle, worst=args.worst)
     model = FakeModel(asterisk, reply_ms=args.reply_ms, cycle=args.cycle)
     await asterisk.start()
@@ -1001,7 +1030,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Step], float]:
     log_path = args.state_dir / "controller.log"
     db = args.state_dir / "records.db"
     db.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "controller", "run"]
+    cmd = list(CONTROLLER_COMMANDS[event_loop])
     if args.profile:
         cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile)]
     proc, log = start_logged(cmd, controller_env(asterisk, model, http_port, args), log_path)
@@ -1040,7 +1069,8 @@ def print_step(step: Step, args: argparse.Namespace, *, header: bool, start_rss:
     if header:
         print(
             f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs;"
-            f" mode {args.mode}; controller RSS at start {start_rss:.1f} MiB; window"
+            f" mode {args.mode}; event loop {args.event_loop}; controller RSS at start"
+            f" {start_rss:.1f} MiB; window"
             f" {args.seconds:g} s; "
             + (
                 f"callers loud, no VAD, a {args.reply_ms} ms reply every {args.cycle:g} s"
@@ -1090,6 +1120,20 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _loops(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or any(v not in CONTROLLER_COMMANDS for v in values):
+        raise argparse.ArgumentTypeError("a comma-separated list of asyncio, uvloop")
+    if "uvloop" in values:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise argparse.ArgumentTypeError(
+                "uvloop is not installed: .venv/bin/pip install uvloop"
+            ) from None
+    return values
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="10 calls for 3 s (smoke test)")
@@ -1116,6 +1160,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "is forwarded by itself (the most the controller ever sends); replies on a timer",
     )
     parser.add_argument(
+        "--loop",
+        type=_loops,
+        default=["asyncio"],
+        help="the controller's event loop, comma-separated to compare (each gets its own "
+        "controller, in this order; uvloop must be installed): asyncio, uvloop",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="FILE",
@@ -1128,6 +1179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the controller's log and records (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    if args.profile and args.loop != ["asyncio"]:
+        parser.error("--profile runs the controller under cProfile with asyncio only")
     if args.quick:
         args.calls, args.seconds, args.warmup = [10], 3.0, 1.0
     return args
@@ -1139,13 +1192,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("quick mode: 10 calls for 3 s, rough numbers")
     load_before = loadavg()
-    try:
-        steps, _ = asyncio.run(run(args))
-    except KeyboardInterrupt:
-        return 130
-    except RuntimeError as exc:
-        print(f"bench_scale: {exc}", file=sys.stderr)
-        return 1
+    steps: list[Step] = []
+    for number, event_loop in enumerate(args.loop):
+        if number:
+            print()
+        args.event_loop = event_loop
+        try:
+            steps += asyncio.run(run(args, event_loop))[0]
+        except KeyboardInterrupt:
+            return 130
+        except RuntimeError as exc:
+            print(f"bench_scale: {exc}", file=sys.stderr)
+            return 1
     print_notes(steps)
     print(f"load average {load_before} before, {loadavg()} after")
     return 0
