@@ -30,6 +30,7 @@ bench: bootstrap
 	$(PY) bench/bench_realtime.py
 	$(PY) bench/bench_hostile.py
 	$(PY) bench/bench_resample.py
+	$(PY) bench/bench_memory.py
 	$(PY) bench/bench_scale.py
 
 # These place real calls through the sandboxed Asterisk (root).

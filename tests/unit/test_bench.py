@@ -37,6 +37,10 @@ PATTERNS: dict[str, list[str]] = {
         rf"1 MiB delta +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}  played",
         rf"8 MiB delta +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}  refused \(1009\)",
     ],
+    "bench_memory.py": [
+        rf"the fixed dependencies: {NUMBER} MiB over the interpreter's {NUMBER}",
+        rf"^run, pcmu +{NUMBER} +{NUMBER} +{NUMBER}  no numpy, no soxr$",
+    ],
     "bench_resample.py": [
         rf"soxr MQ minimum +{NUMBER}/ *{NUMBER}",
         rf"Fir3 \(73 taps\) +{NUMBER}/ *{NUMBER}",
