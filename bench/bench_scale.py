@@ -51,7 +51,11 @@ printed is the machine's, controller and generator together; compare the
 generator's lateness and the machine's busy share with the controller's CPU.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--calls 50,100,200,500]
-        [--seconds 10] [--mode pcmu|pcm24k] [--worst] [--loop asyncio,uvloop]
+        [--seconds 10] [--mode pcmu|pcm24k] [--worst] [--tls] [--loop asyncio,uvloop]
+
+``--tls``: the controller talks to the model stand-in over ``wss://`` (a
+self-signed certificate it trusts through ``SSL_CERT_FILE``), as it does to
+the real API, so encrypting every append counts too.
 
 ``--loop asyncio,uvloop`` runs the steps once per event loop, each with its
 own controller process (uvloop installed as the policy before the CLI runs),
@@ -74,7 +78,9 @@ import platform
 import random
 import re
 import socket
+import ssl
 import struct
+import subprocess
 import sys
 import time
 from array import array
@@ -586,8 +592,16 @@ def _session() -> dict[str, Any]:
 class FakeModel:
     """The model stand-in: counts appends, times tagged ones, streams replies on a cycle."""
 
-    def __init__(self, asterisk: FakeAsterisk, *, reply_ms: int, cycle: float) -> None:
+    def __init__(
+        self,
+        asterisk: FakeAsterisk,
+        *,
+        reply_ms: int,
+        cycle: float,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.asterisk = asterisk
+        self.tls = tls
         self.reply_ms = reply_ms
         self.cycle = cycle
         self.sessions: set[ModelSession] = set()
@@ -609,7 +623,9 @@ class FakeModel:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: ModelSession(self), "127.0.0.1", 0)
+        self.server = await loop.create_server(
+            lambda: ModelSession(self), "127.0.0.1", 0, ssl=self.tls
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         self._task = asyncio.create_task(self._replies())
 
@@ -1008,6 +1024,24 @@ def free_port() -> int:
         return port
 
 
+def make_certificate(state_dir: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1 (the controller trusts it via SSL_CERT_FILE)."""
+    cert, key = state_dir / "model-cert.pem", state_dir / "model-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
 #: How the controller process is started per event loop (uvloop: installed as the policy
 #: before the CLI runs, so the product needs no setting for an experiment).
 CONTROLLER_COMMANDS = {
@@ -1023,7 +1057,8 @@ CONTROLLER_COMMANDS = {
 
 async def run(args: argparse.Namespace, event_loop: str) -> tuple[list[Step], float]:
     asterisk = FakeAsterisk("scale", talk=args.talk, cycle=args.cycle, worst=args.worst)
-    model = FakeModel(asterisk, reply_ms=args.reply_ms, cycle=args.cycle)
+    cert, tls = make_certificate(args.state_dir) if args.tls else (None, None)
+    model = FakeModel(asterisk, reply_ms=args.reply_ms, cycle=args.cycle, tls=tls)
     await asterisk.start()
     await model.start()
     http_port = free_port()
@@ -1033,7 +1068,11 @@ async def run(args: argparse.Namespace, event_loop: str) -> tuple[list[Step], fl
     cmd = list(CONTROLLER_COMMANDS[event_loop])
     if args.profile:
         cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile)]
-    proc, log = start_logged(cmd, controller_env(asterisk, model, http_port, args), log_path)
+    env = controller_env(asterisk, model, http_port, args)
+    if cert is not None:
+        env["REALTIME_URL"] = f"wss://127.0.0.1:{model.port}/v1/realtime"
+        env["SSL_CERT_FILE"] = str(cert)  # read by OpenSSL's default verify paths
+    proc, log = start_logged(cmd, env, log_path)
     steps: list[Step] = []
     start_rss = 0.0
     try:
@@ -1069,7 +1108,8 @@ def print_step(step: Step, args: argparse.Namespace, *, header: bool, start_rss:
     if header:
         print(
             f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs;"
-            f" mode {args.mode}; event loop {args.event_loop}; controller RSS at start"
+            f" mode {args.mode}; event loop {args.event_loop};"
+            f" model over {'TLS (wss)' if args.tls else 'plain ws'}; controller RSS at start"
             f" {start_rss:.1f} MiB; window"
             f" {args.seconds:g} s; "
             + (
@@ -1158,6 +1198,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the caller is loud throughout and the model never hears speech: every packet "
         "is forwarded by itself (the most the controller ever sends); replies on a timer",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the model over wss (a self-signed certificate made with openssl), as with the "
+        "real API: the TLS records' CPU counts too",
     )
     parser.add_argument(
         "--loop",
