@@ -56,6 +56,7 @@ from controller.call.services import (
 )
 from controller.call.state import Outcome
 from controller.config import Settings, ari_url_advice
+from controller.drain import Drain
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound, OutboundBusy
 from controller.logs import kv
 from controller.media.clock import MediaClock
@@ -98,10 +99,8 @@ class Controller:
         self._http_tools = HttpToolClient()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
-        #: Set by :meth:`request_drain`: no new calls are taken.
-        self.draining = False
-        self._call_ended = asyncio.Event()
         self.calls: dict[str, Call] = {}
+        self._drain = Drain(self.calls, self._stop, log)
         self._by_channel: dict[str, ChannelOwner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: The current events websocket (None between connections).
@@ -205,23 +204,13 @@ class Controller:
         (``ARI_REALTIME_RESULT=controller_draining``) and new outbound calls are
         refused. Asking again (a second SIGTERM) stops at once.
         """
-        if self.draining:
-            log.warning("asked again while draining: stopping now %s", kv(calls=len(self.calls)))
-            self.request_stop()
-            return
-        self.draining = True
-        log.info("draining %s", kv(calls=len(self.calls), up_to_s=seconds))
-        self._spawn(self._drain(seconds))
+        if self._drain.request(seconds):
+            self._spawn(self._drain.run(seconds))
 
-    async def _drain(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                while self.calls and not self._stop.is_set():
-                    self._call_ended.clear()
-                    await self._call_ended.wait()
-        if self.calls:
-            log.info("drain time is up; handing back %s", kv(calls=len(self.calls)))
-        self.request_stop()
+    @property
+    def draining(self) -> bool:
+        """Set by :meth:`request_drain`: no new calls are taken."""
+        return self._drain.draining
 
     # --- channel ownership ---------------------------------------------------------
 
@@ -405,7 +394,7 @@ class Controller:
             log.exception("call failed %s", kv(call=call.call_id))
         finally:
             self.calls.pop(call.call_id, None)
-            self._call_ended.set()
+            self._drain.call_ended()
             for channel_id in [c for c, owner in self._by_channel.items() if owner is call]:
                 self._by_channel.pop(channel_id, None)
 

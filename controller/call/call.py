@@ -55,7 +55,6 @@ from controller.call.configure import conversation_config, outbound_agent, sessi
 from controller.call.conversation import (
     SILENT,
     Action,
-    CallResult,
     Conversation,
     EndCall,
     EndItem,
@@ -133,6 +132,23 @@ class Call:
         #: Set for a call the agent places (see :class:`OutboundCall`).
         self.outbound = context.outbound
         self.lifecycle = CallLifecycle(ringing=self.outbound is not None)
+        dialplan = self.caller.dialplan
+        # Who and what the call is, for its record: built once, the agent's
+        # profile and model filled in when it is chosen.
+        self._facts = CallFacts(
+            call_id=self.call_id,
+            direction=self.direction,
+            purpose=self.outbound.request.purpose if self.outbound else "",
+            started_at=self.started_at,
+            controller_id=services.controller_id,
+            caller_number=self.caller.caller.number,
+            caller_name=self.caller.caller.name,
+            dialled_number=dialled_number(self.args, dialplan.exten if dialplan else ""),
+            model=settings.realtime_model,
+            caller_channel_id=self.caller_channel_id,
+            bridge_id=self.bridge_id,
+            external_channel_id=self.external_channel_id,
+        )
         self._dialer: Dialer | None = None
         self.agent: Agent | None = None
         self.media: CallMedia | None = None
@@ -316,6 +332,7 @@ class Call:
         if outbound is not None:
             agent = outbound_agent(agent, outbound.request, fields, settings)
         self.agent = agent
+        self._facts = replace(self._facts, profile=agent.profile, model=agent.model)
         config = conversation_config(agent, settings)
         if outbound is not None:
             config = replace(
@@ -373,43 +390,33 @@ class Call:
         tasks.create_task(link.pump_events(), name=f"model-send-{self.call_id}")
         self._execute(conversation.session_ready(self._now(), link.expires_in))
         dialer = self._dialer
-        if dialer is not None and dialer.machine == "MACHINE" and outbound is not None:
-            message = outbound.request.machine_message or ""
+        if dialer is not None and (message := dialer.machine_message) is not None:
             self._execute(conversation.machine_answered(message, self._now()))
 
     async def _dial(self, outbound: OutboundCall) -> bool:
         """Ring the far end (and run AMD); False when the call ends here."""
-        services, settings = self.services, self.settings
-        dialer = self._dialer = Dialer(
-            services.ari,
-            app=services.app,
+        dialer = self._dialer = Dialer.for_call(
+            self.services,
+            outbound,
             call_id=self.call_id,
             channel_id=self.caller_channel_id,
-            dial=outbound.dial,
-            request=outbound.request,
-            caller_id=settings.outbound_caller_id,
-            amd_context=settings.outbound_amd_context,
             log=self._log,
         )
-        services.observers.call_started(self.record())  # a ringing call is listed too
-        ringing = await dialer.dial()
-        if ringing.result != "answered":
-            self._caller_gone = ringing.cause != 0 or ringing.result != "no_answer"
-            detail = " ".join(str(x) for x in (ringing.cause or "", ringing.cause_txt) if x)
-            cause = f" ({detail})" if detail else ""
-            self.request_end(Outcome.NOT_ANSWERED, f"{ringing.result}{cause}".strip())
-            return False
+        self.services.observers.call_started(self.record())  # a ringing call is listed too
+        ended = await dialer.connect(on_answer=self._answered)
+        if ended is None:
+            return True
+        if ended.channel_gone:
+            self._caller_gone = True
+        if ended.result is not None:
+            assert self._conversation is not None
+            self._conversation.result = ended.result
+        self.request_end(ended.outcome, ended.reason)
+        return False
+
+    def _answered(self) -> None:
         self.lifecycle.answered()
         self.answered_at = dt.datetime.now(dt.UTC)
-        self._log.info("answered %s", kv(dial=outbound.dial))
-        on_machine = outbound.request.on_machine
-        machine = on_machine != "continue" and await dialer.detect_machine() == "MACHINE"
-        if machine and on_machine == "hangup":
-            assert self._conversation is not None
-            self._conversation.result = CallResult("voicemail", "an answering machine answered")
-            self.request_end(Outcome.AGENT_HUNG_UP, "answering machine: hung up")
-            return False
-        return True
 
     async def _channel_profile(self) -> str | None:
         """The profile from the ``ARI_REALTIME_PROFILE`` channel variable, if set."""
@@ -422,11 +429,11 @@ class Call:
         return value or None
 
     def _template_fields(self) -> dict[str, str]:
-        dialplan = self.caller.dialplan
+        facts = self._facts
         return {
-            "caller_number": self.caller.caller.number,
-            "caller_name": self.caller.caller.name,
-            "dialed_number": dialled_number(self.args, dialplan.exten if dialplan else ""),
+            "caller_number": facts.caller_number,
+            "caller_name": facts.caller_name,
+            "dialed_number": facts.dialled_number,
             "date": dt.date.today().isoformat(),
             "call_id": self.call_id,
         }
@@ -592,25 +599,8 @@ class Call:
 
     def record(self, *, final: bool = False) -> CallRecord:
         """The call's record so far (``final``: after teardown)."""
-        fields = self._template_fields()
-        outbound, dialer = self.outbound, self._dialer
-        facts = CallFacts(
-            call_id=self.call_id,
-            direction=self.direction,
-            purpose=outbound.request.purpose if outbound else "",
-            started_at=self.started_at,
-            controller_id=self.services.controller_id,
-            caller_number=fields["caller_number"],
-            caller_name=fields["caller_name"],
-            dialled_number=fields["dialed_number"],
-            profile=self.agent.profile if self.agent else "",
-            model=self.agent.model if self.agent else self.settings.realtime_model,
-            caller_channel_id=self.caller_channel_id,
-            bridge_id=self.bridge_id,
-            external_channel_id=self.external_channel_id,
-        )
         record = build_record(
-            facts,
+            self._facts,
             self._conversation,
             answered_at=self.answered_at,
             ended_at=dt.datetime.now(dt.UTC) if final else None,
@@ -618,10 +608,8 @@ class Call:
             media=self.media.summary() if self.media is not None else None,
             cost=self.services.cost,
         )
-        if dialer is not None and dialer.ringing is not None:
-            record.ring_result = dialer.ringing.result
-            record.hangup_cause = dialer.ringing.cause or None
-            record.machine = dialer.machine
+        if self._dialer is not None:
+            self._dialer.fill_record(record)
         return record
 
     # --- teardown --------------------------------------------------------------------------

@@ -13,20 +13,30 @@ dialplan context ``OUTBOUND_AMD_CONTEXT`` (``ari-realtime-amd`` in
 then ``Stasis()`` hands the channel back with the verdict in its arguments
 (``amd,CALL_ID,AMDSTATUS,AMDCAUSE``). The StasisEnd in between is expected
 and does not end the call.
+
+:meth:`Dialer.connect` is the whole dialling phase of a
+:class:`~controller.call.call.Call`: ring, then screen for a machine as the
+request asks; it says whether the agent gets to talk, and if not, how the
+call ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from controller.ari.events import AriEvent, ChannelDestroyed, StasisEnd, StasisStart
 from controller.ari.rest import AriClient
+from controller.call.conversation import CallResult
+from controller.call.services import CallServices, OutboundCall
+from controller.call.state import Outcome
 from controller.errors import AriHttpError
 from controller.logs import kv
 from controller.outbound import OutboundRequest, RingResult, ring_result
+from controller.records import CallRecord
 
 #: Asterisk's own ring timer fires at ``ring_timeout``; ours a little later.
 RING_MARGIN_SECONDS = 5.0
@@ -42,6 +52,18 @@ class Ringing:
     result: RingResult
     cause: int = 0
     cause_txt: str = ""
+
+
+@dataclass(frozen=True)
+class NotConnected:
+    """Why an outbound call ends before the agent talks (see :meth:`Dialer.connect`)."""
+
+    outcome: Outcome
+    reason: str
+    #: The far end's channel is already gone (hung up, refused): nothing to hang up.
+    channel_gone: bool = False
+    #: The call's result, when the dialling decided it (an answering machine).
+    result: CallResult | None = None
 
 
 class Dialer:
@@ -90,6 +112,30 @@ class Dialer:
         self.ringing: Ringing | None = None
         #: The AMD() verdict: HUMAN, MACHINE, NOTSURE, HANGUP (or "" when not run).
         self.machine = ""
+
+    @classmethod
+    def for_call(
+        cls,
+        services: CallServices,
+        outbound: OutboundCall,
+        *,
+        call_id: str,
+        channel_id: str,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> Dialer:
+        """The dialler of the call ``call_id``, whose outbound channel is ``channel_id``."""
+        settings = services.settings
+        return cls(
+            services.ari,
+            app=services.app,
+            call_id=call_id,
+            channel_id=channel_id,
+            dial=outbound.dial,
+            request=outbound.request,
+            caller_id=settings.outbound_caller_id,
+            amd_context=settings.outbound_amd_context,
+            log=log,
+        )
 
     @property
     def answered(self) -> bool:
@@ -187,3 +233,51 @@ class Dialer:
             self.machine = "NOTSURE"
         self._log.info("answering machine detection %s", kv(verdict=self.machine))
         return self.machine
+
+    async def connect(self, on_answer: Callable[[], None]) -> NotConnected | None:
+        """Ring, then screen for an answering machine as the request asks.
+
+        Args:
+            on_answer: called the moment the far end answers (before AMD() runs).
+
+        Returns:
+            None when the agent is to talk; otherwise how the call ends here.
+
+        Raises:
+            AriError: the answered channel could not be sent to AMD().
+        """
+        ringing = await self.dial()
+        if ringing.result != "answered":
+            detail = " ".join(str(x) for x in (ringing.cause or "", ringing.cause_txt) if x)
+            cause = f" ({detail})" if detail else ""
+            return NotConnected(
+                Outcome.NOT_ANSWERED,
+                f"{ringing.result}{cause}".strip(),
+                # Only our own ring timer (no_answer, no cause) leaves the channel up.
+                channel_gone=ringing.cause != 0 or ringing.result != "no_answer",
+            )
+        on_answer()
+        self._log.info("answered %s", kv(dial=self.dial_string))
+        on_machine = self.request.on_machine
+        machine = on_machine != "continue" and await self.detect_machine() == "MACHINE"
+        if machine and on_machine == "hangup":
+            return NotConnected(
+                Outcome.AGENT_HUNG_UP,
+                "answering machine: hung up",
+                result=CallResult("voicemail", "an answering machine answered"),
+            )
+        return None
+
+    @property
+    def machine_message(self) -> str | None:
+        """What the agent leaves on the answering machine that answered (None: a person did)."""
+        if self.machine != "MACHINE":
+            return None
+        return self.request.machine_message or ""
+
+    def fill_record(self, record: CallRecord) -> None:
+        """Add how the ringing ended, once it has, to the call's ``record``."""
+        if self.ringing is not None:
+            record.ring_result = self.ringing.result
+            record.hangup_cause = self.ringing.cause or None
+            record.machine = self.machine

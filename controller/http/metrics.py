@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -54,6 +55,135 @@ _TURN_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.
 _BARGE_IN_BUCKETS = (0.02, 0.04, 0.06, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 # Loop lag: a 20 ms media tick is late past a few milliseconds.
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of :class:`Metrics`: its attribute there and its Prometheus declaration."""
+
+    attribute: str
+    kind: type[Counter | Gauge | Histogram]
+    name: str
+    documentation: str
+    labels: tuple[str, ...] = ()
+    #: Histograms only.
+    buckets: tuple[float, ...] = ()
+
+    def create(self, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+        """The metric, registered in ``registry``."""
+        if self.kind is Histogram:
+            return Histogram(
+                self.name, self.documentation, self.labels, buckets=self.buckets, registry=registry
+            )
+        return self.kind(self.name, self.documentation, self.labels, registry=registry)
+
+
+#: Every metric :class:`Metrics` declares, in the order ``/metrics`` shows them
+#: (registration order; the media clock's lateness follows them).
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "calls_active", Gauge, "ari_realtime_calls_active", "Calls in progress.", ("direction",)
+    ),
+    MetricSpec(
+        "calls",
+        Counter,
+        "ari_realtime_calls",
+        "Calls ended, by outcome.",
+        ("direction", "outcome"),
+    ),
+    MetricSpec(
+        "turn_response_latency",
+        Histogram,
+        "ari_realtime_turn_response_latency_seconds",
+        "Caller's end of speech to response.created.",
+        buckets=_TURN_BUCKETS,
+    ),
+    MetricSpec(
+        "turn_first_audio_latency",
+        Histogram,
+        "ari_realtime_turn_first_audio_latency_seconds",
+        "Caller's end of speech to the first audio delta received from the model.",
+        buckets=_TURN_BUCKETS,
+    ),
+    MetricSpec(
+        "turn_first_frame_latency",
+        Histogram,
+        "ari_realtime_turn_first_frame_latency_seconds",
+        "Caller's end of speech to the first audio frame sent to Asterisk.",
+        buckets=_TURN_BUCKETS,
+    ),
+    MetricSpec(
+        "barge_ins", Counter, "ari_realtime_barge_ins", "Agent turns the caller talked over."
+    ),
+    MetricSpec(
+        "barge_in_stop_latency",
+        Histogram,
+        "ari_realtime_barge_in_stop_latency_seconds",
+        "Caller's start of speech to the agent's last frame, on a barge-in.",
+        buckets=_BARGE_IN_BUCKETS,
+    ),
+    MetricSpec(
+        "tool_calls",
+        Counter,
+        "ari_realtime_tool_calls",
+        "Function calls of the model, by tool and result (ok or refused).",
+        ("name", "result"),
+    ),
+    MetricSpec(
+        "rtp_lost",
+        Counter,
+        "ari_realtime_rtp_lost_packets",
+        "Caller RTP packets lost (sequence gaps).",
+    ),
+    MetricSpec(
+        "rtp_late",
+        Counter,
+        "ari_realtime_rtp_late_packets",
+        "Caller RTP packets late or duplicate.",
+    ),
+    MetricSpec(
+        "rtp_foreign",
+        Counter,
+        "ari_realtime_rtp_foreign_packets",
+        "RTP packets from an address other than Asterisk's, dropped.",
+    ),
+    MetricSpec(
+        "playout_underruns",
+        Counter,
+        "ari_realtime_playout_underruns",
+        "Times the agent's audio ran dry mid-response.",
+    ),
+    MetricSpec(
+        "model_errors",
+        Counter,
+        "ari_realtime_model_errors",
+        "Error events from the model, by code.",
+        ("code",),
+    ),
+    MetricSpec(
+        "cost", Counter, "ari_realtime_cost_usd", "Estimated model cost of ended calls, USD."
+    ),
+    MetricSpec(
+        "loop_lag",
+        Gauge,
+        "ari_realtime_event_loop_lag_seconds",
+        "How late the event loop woke a 1 s sleep, last measurement.",
+    ),
+    MetricSpec(
+        "loop_lag_histogram",
+        Histogram,
+        "ari_realtime_event_loop_lag_observed_seconds",
+        "How late the event loop woke a 1 s sleep, every measurement.",
+        buckets=_LAG_BUCKETS,
+    ),
+    MetricSpec(
+        "webhook_deliveries",
+        Counter,
+        "ari_realtime_webhook_deliveries",
+        "Call records POSTed to WEBHOOK_URL, by result (ok, failed, dropped).",
+        ("result",),
+    ),
+)
 
 
 class _ClockLateness:
@@ -110,91 +240,31 @@ class Metrics:
         loop_lag_interval: seconds between event-loop lag measurements.
     """
 
+    # Created from :data:`METRICS` (one attribute per entry, of its kind).
+    calls_active: Gauge
+    calls: Counter
+    turn_response_latency: Histogram
+    turn_first_audio_latency: Histogram
+    turn_first_frame_latency: Histogram
+    barge_ins: Counter
+    barge_in_stop_latency: Histogram
+    tool_calls: Counter
+    rtp_lost: Counter
+    rtp_late: Counter
+    rtp_foreign: Counter
+    playout_underruns: Counter
+    model_errors: Counter
+    cost: Counter
+    loop_lag: Gauge
+    loop_lag_histogram: Histogram
+    webhook_deliveries: Counter
+
     def __init__(self, *, loop_lag_interval: float = 1.0) -> None:
         #: The private registry :meth:`render` exports.
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.calls_active = Gauge(
-            "ari_realtime_calls_active", "Calls in progress.", ["direction"], registry=r
-        )
-        self.calls = Counter(
-            "ari_realtime_calls", "Calls ended, by outcome.", ["direction", "outcome"], registry=r
-        )
-        self.turn_response_latency = Histogram(
-            "ari_realtime_turn_response_latency_seconds",
-            "Caller's end of speech to response.created.",
-            buckets=_TURN_BUCKETS,
-            registry=r,
-        )
-        self.turn_first_audio_latency = Histogram(
-            "ari_realtime_turn_first_audio_latency_seconds",
-            "Caller's end of speech to the first audio delta received from the model.",
-            buckets=_TURN_BUCKETS,
-            registry=r,
-        )
-        self.turn_first_frame_latency = Histogram(
-            "ari_realtime_turn_first_frame_latency_seconds",
-            "Caller's end of speech to the first audio frame sent to Asterisk.",
-            buckets=_TURN_BUCKETS,
-            registry=r,
-        )
-        self.barge_ins = Counter(
-            "ari_realtime_barge_ins", "Agent turns the caller talked over.", registry=r
-        )
-        self.barge_in_stop_latency = Histogram(
-            "ari_realtime_barge_in_stop_latency_seconds",
-            "Caller's start of speech to the agent's last frame, on a barge-in.",
-            buckets=_BARGE_IN_BUCKETS,
-            registry=r,
-        )
-        self.tool_calls = Counter(
-            "ari_realtime_tool_calls",
-            "Function calls of the model, by tool and result (ok or refused).",
-            ["name", "result"],
-            registry=r,
-        )
-        self.rtp_lost = Counter(
-            "ari_realtime_rtp_lost_packets", "Caller RTP packets lost (sequence gaps).", registry=r
-        )
-        self.rtp_late = Counter(
-            "ari_realtime_rtp_late_packets", "Caller RTP packets late or duplicate.", registry=r
-        )
-        self.rtp_foreign = Counter(
-            "ari_realtime_rtp_foreign_packets",
-            "RTP packets from an address other than Asterisk's, dropped.",
-            registry=r,
-        )
-        self.playout_underruns = Counter(
-            "ari_realtime_playout_underruns",
-            "Times the agent's audio ran dry mid-response.",
-            registry=r,
-        )
-        self.model_errors = Counter(
-            "ari_realtime_model_errors",
-            "Error events from the model, by code.",
-            ["code"],
-            registry=r,
-        )
-        self.cost = Counter(
-            "ari_realtime_cost_usd", "Estimated model cost of ended calls, USD.", registry=r
-        )
-        self.loop_lag = Gauge(
-            "ari_realtime_event_loop_lag_seconds",
-            "How late the event loop woke a 1 s sleep, last measurement.",
-            registry=r,
-        )
-        self.loop_lag_histogram = Histogram(
-            "ari_realtime_event_loop_lag_observed_seconds",
-            "How late the event loop woke a 1 s sleep, every measurement.",
-            buckets=_LAG_BUCKETS,
-            registry=r,
-        )
-        self.webhook_deliveries = Counter(
-            "ari_realtime_webhook_deliveries",
-            "Call records POSTed to WEBHOOK_URL, by result (ok, failed, dropped).",
-            ["result"],
-            registry=r,
-        )
+        for spec in METRICS:
+            setattr(self, spec.attribute, spec.create(r))
         self._clock = _ClockLateness()
         r.register(self._clock)
         self._tool_name = _BoundedLabel()

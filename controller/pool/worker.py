@@ -71,6 +71,7 @@ from controller.call.services import (
 )
 from controller.call.state import Outcome
 from controller.config import Settings, is_loopback_host
+from controller.drain import Drain
 from controller.errors import AriError, AriNotFound, OutboundBusy, OutboundError
 from controller.logs import kv
 from controller.media.clock import MediaClock
@@ -142,9 +143,8 @@ class PoolController:
         self._http_tools = HttpToolClient()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
-        self.draining = False
-        self._call_ended = asyncio.Event()
         self.calls: dict[str, Call] = {}
+        self._drain = Drain(self.calls, self._stop, log)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sessions: set[asyncio.Task[Any]] = set()
         self._placing = 0
@@ -277,24 +277,17 @@ class PoolController:
 
         Asking again (a second SIGTERM) stops at once.
         """
-        if self.draining:
-            log.warning("asked again while draining: stopping now %s", kv(calls=len(self.calls)))
-            self.request_stop()
-            return
-        self.draining = True
-        log.info("draining %s", kv(calls=len(self.calls), up_to_s=seconds))
-        self._spawn(self._drain(seconds))
+        if self._drain.request(seconds):
+            self._spawn(self._stop_accepting_and_drain(seconds))
 
-    async def _drain(self, seconds: float) -> None:
+    async def _stop_accepting_and_drain(self, seconds: float) -> None:
         await self.listener.stop_accepting()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                while self.calls and not self._stop.is_set():
-                    self._call_ended.clear()
-                    await self._call_ended.wait()
-        if self.calls:
-            log.info("drain time is up; handing back %s", kv(calls=len(self.calls)))
-        self.request_stop()
+        await self._drain.run(seconds)
+
+    @property
+    def draining(self) -> bool:
+        """Set by :meth:`request_drain`: no new calls are taken."""
+        return self._drain.draining
 
     def new_call_id(self) -> str:
         """A short unique id; bridge and channel ids are derived from it."""
@@ -373,7 +366,7 @@ class PoolController:
             log.exception("call failed %s", kv(call=call.call_id))
         finally:
             self.calls.pop(call.call_id, None)
-            self._call_ended.set()
+            self._drain.call_ended()
 
     async def close_lost_record(self, call_id: str) -> None:
         """End the record of a call a lost worker was serving (when a store is known)."""

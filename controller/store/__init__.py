@@ -6,7 +6,8 @@ Modules:
   the default file (pure);
 * :mod:`~controller.store.migrations`: the schema as ordered steps (pure);
 * :mod:`~controller.store.base`: :class:`CallStore`, the interface both
-  backends implement (and :class:`~controller.records.RecordSource`);
+  backends implement (and :class:`~controller.records.RecordSource`), and
+  :class:`~controller.store.base.SqlStore`, the queries they share;
 * :mod:`~controller.store.sqlite`, :mod:`~controller.store.postgres`: the
   backends, imported only when used (asyncpg is not loaded for SQLite);
 * :mod:`~controller.store.writer`: :class:`RecordWriter`, the observer that

@@ -17,14 +17,12 @@ from typing import Any, TypeVar
 import asyncpg
 
 from controller.errors import ConfigError, StoreError
-from controller.records import CallRecord, Direction
 from controller.store.base import (
-    CallStore,
-    check_limit,
+    SqlStore,
     crashed,
-    record_from_json,
-    record_json,
+    insert_statement,
     records_from_rows,
+    upsert_statement,
     utc,
 )
 from controller.store.migrations import (
@@ -41,31 +39,11 @@ T = TypeVar("T")
 #: Seconds one statement may take (retention may delete many rows at once).
 COMMAND_TIMEOUT = 30.0
 
-_COLUMNS = "id, direction, status, outcome, controller_id, started_at, ended_at, record"
-_INSERT = f"INSERT INTO calls ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
-_UPSERT = (
-    _INSERT + " ON CONFLICT (id) DO UPDATE SET direction = excluded.direction, "
-    "status = excluded.status, outcome = excluded.outcome, "
-    "controller_id = excluded.controller_id, started_at = excluded.started_at, "
-    "ended_at = excluded.ended_at, record = excluded.record"
-)
+_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8::jsonb"
 #: Errors where the record itself was refused: retrying cannot help.
 _RECORD_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 #: What a driver raises when the server cannot be reached or goes away.
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-
-def _row(record: CallRecord) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.direction,
-        record.status,
-        record.outcome,
-        record.controller_id,
-        utc(record.started_at),
-        None if record.ended_at is None else utc(record.ended_at),
-        record_json(record),
-    )
 
 
 def _scrub(text: str, password: str) -> str:
@@ -80,10 +58,12 @@ def _count(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
-class PostgresStore(CallStore):
+class PostgresStore(SqlStore):
     """Call records in a PostgreSQL database. Open it with :meth:`open`."""
 
     kind = "postgresql"
+    _INSERT = insert_statement(_VALUES)
+    _UPSERT = upsert_statement(_VALUES)
 
     def __init__(self, pool: asyncpg.Pool, target: StoreUrl) -> None:
         self._pool = pool
@@ -192,92 +172,33 @@ class PostgresStore(CallStore):
                 transient=not isinstance(exc, _RECORD_REFUSED),
             ) from None
 
-    async def insert(self, record: CallRecord) -> None:
-        """See :meth:`CallStore.insert`."""
-        row = _row(record)
-        sql = _INSERT + " ON CONFLICT (id) DO NOTHING"
-        await self._run(f"storing call {record.id}", lambda: self._pool.execute(sql, *row))
+    def _param(self, n: int) -> str:
+        return f"${n}"
 
-    async def update(self, record: CallRecord) -> None:
-        """See :meth:`CallStore.update`."""
-        row = _row(record)
-        await self._run(f"updating call {record.id}", lambda: self._pool.execute(_UPSERT, *row))
+    def _time(self, moment: dt.datetime) -> dt.datetime:
+        return utc(moment)
 
-    async def get(self, call_id: str) -> CallRecord | None:
-        """See :meth:`CallStore.get`."""
-        text = await self._run(
-            f"reading call {call_id}",
-            lambda: self._pool.fetchval("SELECT record FROM calls WHERE id = $1", call_id),
-        )
-        return None if text is None else record_from_json(text, location=self.location)
+    async def _execute(self, doing: str, sql: str, args: Sequence[Any]) -> int:
+        status = await self._run(doing, lambda: self._pool.execute(sql, *args))
+        return _count(str(status))
 
-    async def list(
-        self,
-        *,
-        limit: int = 50,
-        before: dt.datetime | None = None,
-        direction: Direction | None = None,
-        outcome: str | None = None,
-    ) -> builtins.list[CallRecord]:
-        """See :meth:`CallStore.list`."""
-        where: builtins.list[str] = []
-        args: builtins.list[Any] = []
-        for column, value in (
-            ("started_at <", None if before is None else utc(before)),
-            ("direction =", direction),
-            ("outcome =", outcome),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} ${len(args)}")
-        sql = "SELECT record FROM calls"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        args.append(check_limit(limit))
-        sql += f" ORDER BY started_at DESC, id DESC LIMIT ${len(args)}"
-        rows = await self._run("listing calls", lambda: self._pool.fetch(sql, *args))
-        return records_from_rows([r["record"] for r in rows], location=self.location)
+    async def _fetch(self, doing: str, sql: str, args: Sequence[Any]) -> builtins.list[Any]:
+        rows = await self._run(doing, lambda: self._pool.fetch(sql, *args))
+        return [r[0] for r in rows]
 
     async def close_crashed(self, controller_id: str, now: dt.datetime) -> int:
         """See :meth:`CallStore.close_crashed`."""
 
         async def op() -> int:
             async with self._pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT record FROM calls WHERE controller_id = $1 AND status = 'live' "
-                    "FOR UPDATE",
-                    controller_id,
-                )
+                rows = await conn.fetch(self._live_query() + " FOR UPDATE", controller_id)
                 records = records_from_rows([r["record"] for r in rows], location=self.location)
                 if records:
-                    await conn.executemany(_UPSERT, [_row(crashed(r, now)) for r in records])
+                    ended = [self._row(crashed(r, now)) for r in records]
+                    await conn.executemany(self._UPSERT, ended)
                 return len(records)
 
         return await self._run(f"closing the live calls of {controller_id}", op)
-
-    async def delete_older_than(self, cutoff: dt.datetime) -> int:
-        """See :meth:`CallStore.delete_older_than`."""
-        status = await self._run(
-            "deleting old calls",
-            lambda: self._pool.execute("DELETE FROM calls WHERE started_at < $1", utc(cutoff)),
-        )
-        return _count(str(status))
-
-    async def ping(self) -> bool:
-        """See :meth:`CallStore.ping`."""
-        try:
-            await self._run("ping", lambda: self._pool.fetchval("SELECT 1"))
-        except StoreError:
-            return False
-        return True
-
-    async def schema_version(self) -> int:
-        """See :meth:`CallStore.schema_version`."""
-        value = await self._run(
-            "reading the schema version",
-            lambda: self._pool.fetchval("SELECT max(version) FROM schema_migrations"),
-        )
-        return int(value or 0)
 
     async def close(self) -> None:
         """See :meth:`CallStore.close`: waits briefly for queries in flight, then cuts."""

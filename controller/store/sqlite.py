@@ -22,14 +22,12 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from controller.errors import StoreError
-from controller.records import CallRecord, Direction
 from controller.store.base import (
-    CallStore,
-    check_limit,
+    SqlStore,
     crashed,
-    record_from_json,
-    record_json,
+    insert_statement,
     records_from_rows,
+    upsert_statement,
     utc,
 )
 from controller.store.migrations import MIGRATIONS, SQLITE_VERSIONS_TABLE, Migration, pending
@@ -37,32 +35,7 @@ from controller.store.url import StoreUrl
 
 T = TypeVar("T")
 
-_COLUMNS = "id, direction, status, outcome, controller_id, started_at, ended_at, record"
-_INSERT = f"INSERT INTO calls ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_UPSERT = (
-    _INSERT + " ON CONFLICT (id) DO UPDATE SET direction = excluded.direction, "
-    "status = excluded.status, outcome = excluded.outcome, "
-    "controller_id = excluded.controller_id, started_at = excluded.started_at, "
-    "ended_at = excluded.ended_at, record = excluded.record"
-)
-
-
-def _ts(moment: dt.datetime | None) -> str | None:
-    # Fixed width (microseconds, +00:00), so comparing the text compares the times.
-    return None if moment is None else utc(moment).isoformat(timespec="microseconds")
-
-
-def _row(record: CallRecord) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.direction,
-        record.status,
-        record.outcome,
-        record.controller_id,
-        _ts(record.started_at),
-        _ts(record.ended_at),
-        record_json(record),
-    )
+_VALUES = "?, ?, ?, ?, ?, ?, ?, ?"
 
 
 def _transient(exc: BaseException) -> bool:
@@ -113,10 +86,12 @@ def _prepare(path: Path, create: bool) -> None:
     os.close(fd)
 
 
-class SqliteStore(CallStore):
+class SqliteStore(SqlStore):
     """Call records in a SQLite file. Open it with :meth:`open`."""
 
     kind = "sqlite"
+    _INSERT = insert_statement(_VALUES)
+    _UPSERT = upsert_statement(_VALUES)
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
@@ -208,69 +183,26 @@ class SqliteStore(CallStore):
             except ValueError as exc:  # aiosqlite: the connection is closed
                 raise StoreError(f"{self.location}: {doing} failed: {exc}") from exc
 
-    async def insert(self, record: CallRecord) -> None:
-        """See :meth:`CallStore.insert`."""
-        row = _row(record)
+    def _param(self, n: int) -> str:
+        return "?"
 
-        async def op() -> None:
-            await self._conn.execute(_INSERT + " ON CONFLICT (id) DO NOTHING", row)
+    def _time(self, moment: dt.datetime) -> str:
+        # Fixed width (microseconds, +00:00), so comparing the text compares the times.
+        return utc(moment).isoformat(timespec="microseconds")
 
-        await self._run(f"storing call {record.id}", op)
+    async def _execute(self, doing: str, sql: str, args: Sequence[Any]) -> int:
+        async def op() -> int:
+            cursor = await self._conn.execute(sql, args)
+            return cursor.rowcount
 
-    async def update(self, record: CallRecord) -> None:
-        """See :meth:`CallStore.update`."""
-        row = _row(record)
+        return await self._run(doing, op)
 
-        async def op() -> None:
-            await self._conn.execute(_UPSERT, row)
-
-        await self._run(f"updating call {record.id}", op)
-
-    async def get(self, call_id: str) -> CallRecord | None:
-        """See :meth:`CallStore.get`."""
-
-        async def op() -> builtins.list[str]:
-            rows = await self._conn.execute_fetchall(
-                "SELECT record FROM calls WHERE id = ?", (call_id,)
-            )
-            return [str(r[0]) for r in rows]
-
-        texts = await self._run(f"reading call {call_id}", op)
-        if not texts:
-            return None
-        return record_from_json(texts[0], location=self.location)
-
-    async def list(
-        self,
-        *,
-        limit: int = 50,
-        before: dt.datetime | None = None,
-        direction: Direction | None = None,
-        outcome: str | None = None,
-    ) -> builtins.list[CallRecord]:
-        """See :meth:`CallStore.list`."""
-        where, args = [], []
-        if before is not None:
-            where.append("started_at < ?")
-            args.append(_ts(before))
-        if direction is not None:
-            where.append("direction = ?")
-            args.append(direction)
-        if outcome is not None:
-            where.append("outcome = ?")
-            args.append(outcome)
-        sql = "SELECT record FROM calls"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        args.append(str(check_limit(limit)))
-
-        async def op() -> builtins.list[str]:
+    async def _fetch(self, doing: str, sql: str, args: Sequence[Any]) -> builtins.list[Any]:
+        async def op() -> builtins.list[Any]:
             rows = await self._conn.execute_fetchall(sql, args)
-            return [str(r[0]) for r in rows]
+            return [r[0] for r in rows]
 
-        texts = await self._run("listing calls", op)
-        return records_from_rows(texts, location=self.location)
+        return await self._run(doing, op)
 
     async def close_crashed(self, controller_id: str, now: dt.datetime) -> int:
         """See :meth:`CallStore.close_crashed`."""
@@ -279,13 +211,10 @@ class SqliteStore(CallStore):
         async def op() -> int:
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = await conn.execute_fetchall(
-                    "SELECT record FROM calls WHERE controller_id = ? AND status = 'live'",
-                    (controller_id,),
-                )
+                rows = await conn.execute_fetchall(self._live_query(), (controller_id,))
                 records = records_from_rows([str(r[0]) for r in rows], location=self.location)
                 for record in records:
-                    await conn.execute(_UPSERT, _row(crashed(record, now)))
+                    await conn.execute(self._UPSERT, self._row(crashed(record, now)))
                 await conn.execute("COMMIT")
             except BaseException:
                 await _rollback(conn)
@@ -293,34 +222,6 @@ class SqliteStore(CallStore):
             return len(records)
 
         return await self._run(f"closing the live calls of {controller_id}", op)
-
-    async def delete_older_than(self, cutoff: dt.datetime) -> int:
-        """See :meth:`CallStore.delete_older_than`."""
-
-        async def op() -> int:
-            cursor = await self._conn.execute(
-                "DELETE FROM calls WHERE started_at < ?", (_ts(cutoff),)
-            )
-            return cursor.rowcount
-
-        return await self._run("deleting old calls", op)
-
-    async def ping(self) -> bool:
-        """See :meth:`CallStore.ping`."""
-        try:
-            await self._run("ping", lambda: self._conn.execute_fetchall("SELECT 1"))
-        except StoreError:
-            return False
-        return True
-
-    async def schema_version(self) -> int:
-        """See :meth:`CallStore.schema_version`."""
-
-        async def op() -> int:
-            rows = await self._conn.execute_fetchall("SELECT max(version) FROM schema_migrations")
-            return int(next(iter(rows))[0] or 0)
-
-        return await self._run("reading the schema version", op)
 
     async def close(self) -> None:
         """See :meth:`CallStore.close`."""

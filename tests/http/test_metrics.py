@@ -9,6 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.devtools.rig.wait import wait_for
 from controller.http import Metrics
+from controller.http.metrics import METRICS
+from controller.media.clock import MediaClock
 from controller.records import MediaCounters, ToolCallEntry, TurnEntry
 from tests.http.conftest import Stack, make_record
 
@@ -149,3 +151,52 @@ async def test_event_loop_lag_is_measured_while_started() -> None:
     assert sample("ari_realtime_event_loop_lag_seconds") < 0.1  # later wake-ups were on time
     await asyncio.sleep(0.06)
     assert sample("ari_realtime_event_loop_lag_observed_seconds_count") == count  # stopped
+
+
+#: What ``/metrics`` exports: (family, type, labels), in order. Dashboards and
+#: alerts name these; a change here is a change for every operator.
+EXPORTED = [
+    ("ari_realtime_calls_active", "gauge", ("direction",)),
+    ("ari_realtime_calls", "counter", ("direction", "outcome")),
+    ("ari_realtime_turn_response_latency_seconds", "histogram", ()),
+    ("ari_realtime_turn_first_audio_latency_seconds", "histogram", ()),
+    ("ari_realtime_turn_first_frame_latency_seconds", "histogram", ()),
+    ("ari_realtime_barge_ins", "counter", ()),
+    ("ari_realtime_barge_in_stop_latency_seconds", "histogram", ()),
+    ("ari_realtime_tool_calls", "counter", ("name", "result")),
+    ("ari_realtime_rtp_lost_packets", "counter", ()),
+    ("ari_realtime_rtp_late_packets", "counter", ()),
+    ("ari_realtime_rtp_foreign_packets", "counter", ()),
+    ("ari_realtime_playout_underruns", "counter", ()),
+    ("ari_realtime_model_errors", "counter", ("code",)),
+    ("ari_realtime_cost_usd", "counter", ()),
+    ("ari_realtime_event_loop_lag_seconds", "gauge", ()),
+    ("ari_realtime_event_loop_lag_observed_seconds", "histogram", ()),
+    ("ari_realtime_webhook_deliveries", "counter", ("result",)),
+    ("ari_realtime_media_clock_lateness_seconds", "histogram", ()),
+]
+
+
+def test_the_exported_metrics_are_pinned() -> None:
+    metrics = Metrics()
+    metrics.watch_clock(MediaClock())
+    # Every labelled metric gets a child, so each family shows its label names.
+    metrics.calls_active.labels("inbound")
+    metrics.calls.labels("inbound", "failed")
+    metrics.tool_calls.labels("t", "ok")
+    metrics.model_error("x")
+    metrics.webhook_result("ok")
+    found = []
+    for family in metrics.registry.collect():
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        found.append((family.name, family.type, tuple(sorted(labels))))
+    assert found == EXPORTED
+
+
+def test_each_metric_is_the_attribute_its_table_entry_names() -> None:
+    metrics = Metrics()
+    hints = Metrics.__annotations__
+    for spec in METRICS:
+        metric = getattr(metrics, spec.attribute)
+        assert isinstance(metric, spec.kind), spec
+        assert hints[spec.attribute] == spec.kind.__name__, spec
