@@ -9,7 +9,8 @@ Prints numbers only (no asserts). Two measurements:
   after each step is printed with its increase. The dependencies' total is
   the baseline this project's own code is measured beside.
 * **the idle controller**: ``ari-realtime run`` as an operator starts it
-  (HTTP API, SQLite records, metrics) in ``pcmu`` and in ``pcm24k``, with
+  (HTTP API, SQLite records, metrics) in ``pcmu`` (on uvloop, the default, and
+  on asyncio's loop) and in ``pcm24k``, with
   Asterisk unreachable so no call arrives; RSS, its anonymous and
   file-backed parts (``/proc/PID/smaps_rollup``), and whether numpy and soxr
   were loaded (``pcmu`` needs neither).
@@ -47,6 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("websockets (client)", ["websockets.asyncio.client"]),
     ("prometheus-client", ["prometheus_client"]),
     ("aiosqlite", ["aiosqlite"]),
+    ("uvloop (EVENT_LOOP=auto)", ["uvloop"]),
     ("controller: settings", ["controller.config"]),
     ("controller: Realtime + ARI events", ["controller.realtime.events", "controller.ari.events"]),
     ("controller: the call", ["controller.call.call"]),
@@ -110,7 +112,7 @@ def _free_port() -> int:
         return port
 
 
-def measure_idle(mode: str, settle: float, state: Path) -> dict[str, object]:
+def measure_idle(mode: str, loop: str, settle: float, state: Path) -> dict[str, object]:
     """Start ``ari-realtime run`` (Asterisk unreachable), read its memory after ``settle`` s."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("ARI_", "REALTIME_"))},
@@ -120,9 +122,10 @@ def measure_idle(mode: str, settle: float, state: Path) -> dict[str, object]:
         "ARI_PASSWORD": "bench-memory-password",
         "OPENAI_API_KEY": "sk-bench-memory",
         "REALTIME_AUDIO": mode,
+        "EVENT_LOOP": loop,
         "MEDIA_ADDRESS": "127.0.0.1",
         "HTTP_LISTEN": f"127.0.0.1:{_free_port()}",
-        "DATABASE_URL": f"sqlite://{state / f'{mode}.db'}",
+        "DATABASE_URL": f"sqlite://{state / f'{mode}-{loop}.db'}",
         "LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
@@ -177,19 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {sys.version.split()[0]}; RSS of fresh interpreters\n")
     print_layers(measure_layers())
     print()
-    print(f"{'idle controller':16} {'RSS MiB':>8} {'anon':>6} {'file':>6}  loaded")
+    print(f"{'idle controller':24} {'RSS MiB':>8} {'anon':>6} {'file':>6}  loaded")
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        for mode in ("pcmu", "pcm24k"):
-            found = measure_idle(mode, args.settle, Path(tmp))
+        for mode, loop in (("pcmu", "auto"), ("pcmu", "asyncio"), ("pcm24k", "auto")):
+            found = measure_idle(mode, loop, args.settle, Path(tmp))
             fields = found["fields"]
             assert isinstance(fields, dict)
             loaded = found["loaded"]
             assert isinstance(loaded, list)
             print(
-                f"{'run, ' + mode:16} {fields.get('Rss', 0.0):8.1f}"
+                f"{f'run, {mode}, {loop}':24} {fields.get('Rss', 0.0):8.1f}"
                 f" {fields.get('Anonymous', 0.0):6.1f}"
                 f" {fields.get('Rss', 0.0) - fields.get('Anonymous', 0.0):6.1f}"
-                f"  {', '.join(loaded) or 'no numpy, no soxr'}"
+                f"  {', '.join(loaded) or '-'}"
             )
     print("(per call: bench/bench_scale.py's KiB/call column)")
     return 0

@@ -58,6 +58,7 @@ from controller.call.state import Outcome
 from controller.config import Settings, ari_url_advice
 from controller.drain import Drain
 from controller.errors import AriAuthError, AriConnectionError, AriError, AriNotFound, OutboundBusy
+from controller.eventloop import loop_name
 from controller.logs import kv
 from controller.media.clock import MediaClock
 from controller.outbound import OutboundPolicy, OutboundRequest
@@ -240,6 +241,7 @@ class Controller:
                 app=self.settings.ari_app,
                 ari=self.settings.ari_url,
                 audio=self.settings.realtime_audio,
+                loop=loop_name(asyncio.get_running_loop()),
             ),
         )
         self.clock.start()

@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from controller import callcmd
+from controller import callcmd, eventloop
 from controller.agents import AgentsFile, load_agents_file
 from controller.config import Settings, load_settings, secret_values, setting_warnings
 from controller.errors import AriAuthError, ConfigError, StoreError
@@ -167,7 +167,7 @@ def cmd_run(settings: Settings, workers: int = 1, argv: list[str] | None = None)
         return 2
     setup_logging(settings.log_level, _secrets(settings, agents))
     try:
-        asyncio.run(_serve(settings, agents))
+        eventloop.run(_serve(settings, agents), settings.event_loop)
     except ConfigError as exc:  # found while opening: store, prices, HTTP_LISTEN
         print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -197,7 +197,11 @@ def cmd_supervise(settings: Settings, workers: int, argv: list[str]) -> int:
         )
         return 2
     setup_logging(settings.log_level, _secrets(settings))
-    return asyncio.run(supervise(settings, workers, argv))
+    try:
+        return eventloop.run(supervise(settings, workers, argv), settings.event_loop)
+    except ConfigError as exc:
+        print(f"ari-realtime: bad setting: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_check(settings: Settings, warnings: list[str] | None = None) -> int:

@@ -224,6 +224,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
+    # auto: uvloop when it is installed (less memory per TLS session), else asyncio's loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", validation_alias=_env("EVENT_LOOP")
+    )
     # The operator's HTTP server (API, metrics, live view); empty turns it off.
     http_listen: str = Field("127.0.0.1:8080", validation_alias=_env("HTTP_LISTEN"))
     # Checked after http_listen (fields validate in order), hence validate_default.

@@ -73,6 +73,7 @@ from controller.call.state import Outcome
 from controller.config import Settings, is_loopback_host
 from controller.drain import Drain
 from controller.errors import AriError, AriNotFound, OutboundBusy, OutboundError
+from controller.eventloop import loop_name
 from controller.logs import kv
 from controller.media.clock import MediaClock
 from controller.outbound import OutboundPolicy, OutboundRequest
@@ -305,7 +306,12 @@ class PoolController:
         host = self.listener.host
         log.info(
             "starting %s",
-            kv(app=settings.ari_app, mode="outbound", listen=settings.ari_listen),
+            kv(
+                app=settings.ari_app,
+                mode="outbound",
+                listen=settings.ari_listen,
+                loop=loop_name(asyncio.get_running_loop()),
+            ),
         )
         if self.listener.url.startswith("ws:") and not is_loopback_host(host):
             log.warning(
