@@ -35,6 +35,9 @@ its CPU per call-second (its process, from /proc, idle subtracted) and its
 RSS at start and at its peak.
 
     .venv/bin/python bench/bench_latency.py [--quick] [--systems naive,pcmu,pcm24k]
+
+A controller system may name its event loop (``EVENT_LOOP``), to compare
+them in one run: ``--systems naive,pcmu+uvloop,pcmu+asyncio``.
         [--calls 4] [--turns 12] [--silence-ms 300]
 
 ``--quick``: controller pcmu only, one call of three turns (a smoke test of
@@ -578,7 +581,10 @@ def system_env(
         "LOG_LEVEL": "INFO",
     }
     if system != "naive":
-        env["REALTIME_AUDIO"] = system
+        mode, _, loop = system.partition("+")
+        env["REALTIME_AUDIO"] = mode
+        if loop:
+            env["EVENT_LOOP"] = loop
     return env
 
 
@@ -600,7 +606,8 @@ async def run_system(
         cpu1, wall1 = proc_cpu(proc.pid), time.monotonic()
         idle_rate = ((cpu1 or 0.0) - (cpu0 or 0.0)) / (wall1 - wall0)
         async with ari.events(CALLER_APP) as events:
-            callers = [Caller(ari, events, f"{system}-{i}", payloads) for i in range(args.calls)]
+            tag = system.replace("+", "-")  # it names channels and bridges
+            callers = [Caller(ari, events, f"{tag}-{i}", payloads) for i in range(args.calls)]
             try:
                 await asyncio.gather(*(c.dial() for c in callers))
 
@@ -669,7 +676,7 @@ def print_report(results: list[Result], args: argparse.Namespace, load_before: s
     naive = next((r for r in results if r.system == "naive" and r.latencies_ms), None)
     naive_p50 = percentile(naive.latencies_ms, 50) if naive else None
     print(
-        f"{'system':<18} {'turns':>5} {'missed':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}"
+        f"{'system':<26} {'turns':>5} {'missed':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}"
         f" {'added p50':>9} {'added p95':>9} {'vs naive':>8} {'CPU ms/call-s':>13}"
         f" {'RSS start':>9} {'RSS peak':>8} {'caller late':>11}"
     )
@@ -679,7 +686,7 @@ def print_report(results: list[Result], args: argparse.Namespace, load_before: s
         top = max(values) if values else float("nan")
         versus = f"{p50 - naive_p50:+8.1f}" if naive_p50 is not None else f"{'-':>8}"
         print(
-            f"{label(r.system):<18} {len(values):5d} {r.missed:6d} {p50:7.1f} {p95:7.1f} {top:7.1f}"
+            f"{label(r.system):<26} {len(values):5d} {r.missed:6d} {p50:7.1f} {p95:7.1f} {top:7.1f}"
             f" {p50 - args.silence_ms:9.1f} {p95 - args.silence_ms:9.1f} {versus}"
             f" {r.cpu_ms_per_call_second:13.2f} {r.rss_start_mib:9.1f} {r.rss_peak_mib:8.1f}"
             f" {r.send_late_ms:11.2f}"
@@ -696,10 +703,22 @@ def print_report(results: list[Result], args: argparse.Namespace, load_before: s
 # --- main --------------------------------------------------------------------------------------
 
 
+#: A controller system may name its event loop: pcmu+asyncio, pcm24k+uvloop.
+EVENT_LOOPS = ("", "auto", "uvloop", "asyncio")
+
+
 def _systems(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or any(v not in SYSTEMS for v in values):
-        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(SYSTEMS)}")
+
+    def known(value: str) -> bool:
+        mode, plus, loop = value.partition("+")
+        return mode in SYSTEMS and (not plus or (mode != "naive" and loop in EVENT_LOOPS[1:]))
+
+    if not values or not all(known(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of {', '.join(SYSTEMS)}; a controller mode may name its"
+            " event loop: pcmu+asyncio, pcm24k+uvloop"
+        )
     return values
 
 
