@@ -51,15 +51,15 @@ printed is the machine's, controller and generator together; compare the
 generator's lateness and the machine's busy share with the controller's CPU.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--calls 50,100,200,500]
-        [--seconds 10] [--mode pcmu|pcm24k] [--worst] [--tls] [--loop asyncio,uvloop]
+        [--seconds 10] [--mode pcmu|pcm24k] [--worst] [--tls] [--loop uvloop,asyncio]
 
 ``--tls``: the controller talks to the model stand-in over ``wss://`` (a
 self-signed certificate it trusts through ``SSL_CERT_FILE``), as it does to
 the real API, so encrypting every append counts too.
 
-``--loop asyncio,uvloop`` runs the steps once per event loop, each with its
-own controller process (uvloop installed as the policy before the CLI runs),
-to compare them in one run.
+``--loop uvloop,asyncio`` runs the steps once per event loop (the
+controller's ``EVENT_LOOP``), each with its own controller process, to
+compare them in one run.
 
 ``--quick``: 10 calls for 3 seconds (a smoke test with rough numbers).
 Needs no root and no Asterisk.
@@ -1042,17 +1042,8 @@ def make_certificate(state_dir: Path) -> tuple[Path, ssl.SSLContext]:
     return cert, context
 
 
-#: How the controller process is started per event loop (uvloop: installed as the policy
-#: before the CLI runs, so the product needs no setting for an experiment).
-CONTROLLER_COMMANDS = {
-    "asyncio": [sys.executable, "-m", "controller", "run"],
-    "uvloop": [
-        sys.executable,
-        "-c",
-        "import sys, uvloop; uvloop.install(); from controller.cli import main; "
-        "sys.exit(main(['run']))",
-    ],
-}
+#: The controller's EVENT_LOOP values --loop may compare.
+EVENT_LOOPS = ("uvloop", "asyncio", "auto")
 
 
 async def run(args: argparse.Namespace, event_loop: str) -> tuple[list[Step], float]:
@@ -1065,10 +1056,11 @@ async def run(args: argparse.Namespace, event_loop: str) -> tuple[list[Step], fl
     log_path = args.state_dir / "controller.log"
     db = args.state_dir / "records.db"
     db.unlink(missing_ok=True)
-    cmd = list(CONTROLLER_COMMANDS[event_loop])
+    cmd = [sys.executable, "-m", "controller", "run"]
     if args.profile:
         cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile)]
     env = controller_env(asterisk, model, http_port, args)
+    env["EVENT_LOOP"] = event_loop
     if cert is not None:
         env["REALTIME_URL"] = f"wss://127.0.0.1:{model.port}/v1/realtime"
         env["SSL_CERT_FILE"] = str(cert)  # read by OpenSSL's default verify paths
@@ -1162,8 +1154,8 @@ def _int_list(text: str) -> list[int]:
 
 def _loops(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or any(v not in CONTROLLER_COMMANDS for v in values):
-        raise argparse.ArgumentTypeError("a comma-separated list of asyncio, uvloop")
+    if not values or any(v not in EVENT_LOOPS for v in values):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(EVENT_LOOPS)}")
     if "uvloop" in values:
         try:
             import uvloop  # noqa: F401
@@ -1208,9 +1200,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--loop",
         type=_loops,
-        default=["asyncio"],
+        default=["auto"],
         help="the controller's event loop, comma-separated to compare (each gets its own "
-        "controller, in this order; uvloop must be installed): asyncio, uvloop",
+        "controller, in this order; uvloop must be installed): uvloop, asyncio, auto"
+        " (default: the product's default, auto)",
     )
     parser.add_argument(
         "--profile",
@@ -1225,8 +1218,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the controller's log and records (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    if args.profile and args.loop != ["asyncio"]:
-        parser.error("--profile runs the controller under cProfile with asyncio only")
     if args.quick:
         args.calls, args.seconds, args.warmup = [10], 3.0, 1.0
     return args
