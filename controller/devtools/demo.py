@@ -78,6 +78,7 @@ async def _demo() -> int:
         # From a clone the repository root is on sys.path (``make demo`` runs
         # ``python -m controller demo`` there); an installed copy has no asterisk/.
         import asterisk.sandbox as sandbox_mod
+        from controller.devtools.rig.sandbox import start_sandbox
     except ModuleNotFoundError as exc:
         if exc.name not in ("asterisk", "asterisk.sandbox"):
             raise
@@ -99,7 +100,6 @@ async def _demo() -> int:
     _say(AGENT_TEXT, agent_wav, voice="en-gb")
     print(f"demo: the caller will say: {CALLER_TEXT!r} ({_wav_seconds(caller_wav):.1f} s)")
 
-    box = sandbox_mod.Sandbox(Path("/var/tmp/ari-realtime/demo"), die_with_parent=True)
     if sandbox_mod.rootfs_ready():
         print("demo: starting the sandboxed Asterisk")
     else:
@@ -107,7 +107,9 @@ async def _demo() -> int:
             "demo: building the sandboxed Asterisk's root file system (first run: about a minute)"
         )
     try:
-        box.start()
+        # The first free set of ports: a PBX (or another sandbox) on 5060/8088
+        # does not stop the demo.
+        box = start_sandbox(Path("/var/tmp/ari-realtime/demo"))
     except sandbox_mod.SandboxError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
