@@ -245,8 +245,11 @@ class Controller:
             ),
         )
         self.clock.start()
+        loop = asyncio.get_running_loop()
         try:
             backoff = 0.5
+            lost_at: float | None = None  # when ARI went away (None: connected)
+            lost_handled = False  # the calls of this outage were ended
             while not self._stop.is_set():
                 stream = AriEventStream(self._ari, self.settings.ari_app)
                 self.stream = stream
@@ -254,6 +257,7 @@ class Controller:
                 try:
                     await stream.connect()
                     connected = True
+                    lost_at, lost_handled = None, False
                     log.info("registered %s", kv(app=self.settings.ari_app))
                     await self.reconcile()
                     self._ready.set()
@@ -265,9 +269,20 @@ class Controller:
                     if self._stop.is_set():
                         break
                     self._ready.clear()
+                    if lost_at is None:
+                        lost_at = loop.time()
                     log.warning("%s", self._retry_message(exc, connected, backoff))
+                    wait = backoff
+                    limit = self.settings.ari_lost_seconds
+                    if limit and self.calls and not lost_handled:
+                        left = lost_at + limit - loop.time()
+                        if left <= 0:
+                            lost_handled = True
+                            self._end_calls_asterisk_lost(limit)
+                        else:
+                            wait = min(wait, left)  # wake at the limit, not after it
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), backoff)
+                        await asyncio.wait_for(self._stop.wait(), wait)
                     backoff = min(backoff * 2, 10.0)
                 finally:
                     self.stream = None
@@ -278,6 +293,16 @@ class Controller:
             await self._http_tools.close()
             await self._ari.close()
             log.info("stopped")
+
+    def _end_calls_asterisk_lost(self, limit: float) -> None:
+        """End every call: Asterisk was unreachable for ``limit`` s (ARI_LOST_SECONDS)."""
+        calls = list(self.calls.values())
+        log.warning(
+            "ending calls: Asterisk unreachable for ARI_LOST_SECONDS %s",
+            kv(calls=len(calls), seconds=limit),
+        )
+        for call in calls:
+            call.on_asterisk_lost(f"Asterisk unreachable for {limit:g} s")
 
     def _retry_message(self, exc: AriError, connected: bool, backoff: float) -> str:
         """The warning for a failed attempt: a connection that never opened is not "lost"."""

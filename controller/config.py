@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     drain_seconds: Annotated[float, Field(ge=0, le=3_600)] = Field(
         30.0, validation_alias=_env("DRAIN_SECONDS")
     )
+    # Calls still up when ARI has been unreachable this long are ended (0: never): they
+    # cannot be controlled, and their model sessions would be paid for until MAX_CALL_SECONDS.
+    ari_lost_seconds: Annotated[float, Field(ge=0, le=3_600)] = Field(
+        60.0, validation_alias=_env("ARI_LOST_SECONDS")
+    )
     # A session lost mid-call is reopened (and the conversation replayed) for this long.
     realtime_reconnect_seconds: Annotated[float, Field(ge=0, le=600)] = Field(
         30.0, validation_alias=_env("REALTIME_RECONNECT_SECONDS")

@@ -281,6 +281,15 @@ class Call:
         else:
             self.request_end(Outcome.CALLER_HUNG_UP, reason)
 
+    def on_asterisk_lost(self, reason: str) -> None:
+        """ARI has been unreachable too long: end the call, asking nothing of Asterisk.
+
+        If the caller's channel outlives this, the reconcile after the next
+        connection hands it back to the dialplan (nobody serves it).
+        """
+        self._caller_gone = True
+        self.request_end(Outcome.FAILED, reason)
+
     def request_end(self, outcome: Outcome, reason: str) -> None:
         """End the call; the first outcome given wins."""
         if self.lifecycle.end(outcome, reason):
