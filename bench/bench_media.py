@@ -279,9 +279,9 @@ def main(argv: list[str] | None = None) -> None:
          lambda: naive_decode(ulaw_frame), 5_000),
         ("g711 encode 160 samples", lambda: ulaw_encode(speech8k), 200_000,
          lambda: naive_encode(speech8k.tolist()), 5_000),
-        ("caller->model: ulaw 8k -> pcm 24k (MQ)", lambda: up.convert(ulaw_frame), 50_000,
+        ("caller->model: ulaw 8k -> pcm 24k (FIR)", lambda: up.convert(ulaw_frame), 50_000,
          naive_up, 3_000),
-        ("model->caller: pcm 24k -> ulaw 8k (MQ)", lambda: down.convert(pcm24k_frame), 50_000,
+        ("model->caller: pcm 24k -> ulaw 8k (FIR)", lambda: down.convert(pcm24k_frame), 50_000,
          naive_down, 3_000),
     ]  # fmt: skip
     rows: list[tuple[str, float, float | None]] = [
