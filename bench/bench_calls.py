@@ -74,6 +74,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import int_list  # noqa: E402
+
 from controller.app import Controller  # noqa: E402
 from controller.call.call import Call  # noqa: E402
 from controller.call.services import CallContext, CallServices  # noqa: E402
@@ -577,13 +579,6 @@ def loadavg() -> str:
 # --- main ------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
-    return values
-
-
 def _modes(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values or any(v not in ("pcmu", "pcm24k") for v in values):
@@ -598,7 +593,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--calls",
-        type=_int_list,
+        type=int_list,
         default=[1, 5, 10, 20],
         help="concurrent calls per step, comma-separated (default: 1,5,10,20)",
     )

@@ -94,6 +94,7 @@ from aiohttp import WSMsgType, web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import (  # noqa: E402
+    int_list,
     loadavg,
     percentile,
     proc_cpu,
@@ -1145,13 +1146,6 @@ def print_notes(steps: list[Step]) -> None:
         print(f"note: {step.calls} calls: {step.failed} were not set up in time")
 
 
-def _int_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
-    return values
-
-
 def _loops(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values or any(v not in EVENT_LOOPS for v in values):
@@ -1171,7 +1165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="10 calls for 3 s (smoke test)")
     parser.add_argument(
         "--calls",
-        type=_int_list,
+        type=int_list,
         default=[50, 100, 200, 500],
         help="concurrent calls per step (default: 50,100,200,500)",
     )

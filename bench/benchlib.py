@@ -7,6 +7,7 @@ patiently while other sandboxes hold every port set.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import math
 import os
@@ -31,6 +32,14 @@ def die_with_parent() -> None:
     """In a child (``preexec_fn``): get SIGTERM when the benchmark dies, so nothing lingers."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of positive integers (``--calls 1,5,10``)."""
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
 
 
 def loadavg() -> str:
