@@ -6,7 +6,10 @@ import asyncio
 import os
 import signal
 
+from controller.app import Controller
+from controller.call.call import Call
 from controller.devtools.modelserver import ModelServer
+from controller.devtools.modelserver.config import SessionRecord
 from controller.devtools.rig.ari import AriClient
 from controller.devtools.rig.calls import Script, call_pbx, wait_nothing_left, wait_rig_done
 from controller.devtools.rig.sandbox import Sandbox
@@ -31,16 +34,23 @@ async def restart(asterisk: Sandbox) -> None:
     asterisk.start()
 
 
+async def a_call_in_conversation(
+    controller: Controller, ari: AriClient, model_server: ModelServer, rig_id: str
+) -> tuple[Call, SessionRecord]:
+    """A rig phone calls in and stays a minute; returns the call once its model session is up."""
+    await call_pbx(ari, "100", Script(wait=60), rig_id=rig_id)
+    await wait_for(lambda: controller.calls, 10, what="the call to start")
+    (call,) = controller.calls.values()
+    await wait_for(lambda: call.model_ready, 10, what="the model session")
+    return call, model_server.sessions[-1]
+
+
 async def test_asterisk_killed_and_restarted_mid_call(
     asterisk: Sandbox, ari: AriClient, model_server: ModelServer, start_controller
 ) -> None:
     running = await start_controller()
     controller = running.controller
-    await call_pbx(ari, "100", Script(wait=60), rig_id="astkill1")
-    await wait_for(lambda: controller.calls, 10, what="the call to start")
-    (call,) = controller.calls.values()
-    await wait_for(lambda: call.model_ready, 10, what="the model session")
-    session = model_server.sessions[-1]
+    call, session = await a_call_in_conversation(controller, ari, model_server, "astkill1")
 
     try:
         await kill(asterisk)
@@ -68,11 +78,7 @@ async def test_calls_end_when_asterisk_stays_away(
 ) -> None:
     running = await start_controller(ARI_LOST_SECONDS="2")
     controller = running.controller
-    await call_pbx(ari, "100", Script(wait=60), rig_id="astgone1")
-    await wait_for(lambda: controller.calls, 10, what="the call to start")
-    (call,) = controller.calls.values()
-    await wait_for(lambda: call.model_ready, 10, what="the model session")
-    session = model_server.sessions[-1]
+    call, session = await a_call_in_conversation(controller, ari, model_server, "astgone1")
     try:
         await kill(asterisk)
         await wait_for(lambda: not controller.calls, 15, what="the call to end")
