@@ -53,15 +53,11 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import ctypes
 import logging
-import math
 import os
 import platform
 import pstats
-import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -74,25 +70,33 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchlib import int_list  # noqa: E402
+from benchlib import (  # noqa: E402
+    CALLER_PAUSE_S,
+    CALLER_TONE_S,
+    CYCLE_S,
+    int_list,
+    loadavg,
+    machine_ticks,
+    proc_cpu,
+    start_model_server,
+    start_sandbox_patiently,
+    stop_process,
+    write_conversation,
+)
 
 from controller.app import Controller  # noqa: E402
 from controller.call.call import Call  # noqa: E402
 from controller.call.services import CallContext, CallServices  # noqa: E402
 from controller.config import load_settings  # noqa: E402
 from controller.devtools.rig.ari import AriClient  # noqa: E402
-from controller.devtools.rig.audio import write_wav  # noqa: E402
 from controller.devtools.rig.calls import Script, call_pbx, wait_no_channels  # noqa: E402
-from controller.devtools.rig.sandbox import Sandbox, SandboxError, start_sandbox  # noqa: E402
+from controller.devtools.rig.sandbox import Sandbox, SandboxError  # noqa: E402
 from controller.devtools.rig.wait import wait_for  # noqa: E402
 from controller.logs import RedactingFormatter  # noqa: E402
 from controller.serve import Operations  # noqa: E402
 
 BUDGET_MS_PER_CALL_SECOND = 5.0
 #: The caller's turn pattern: this much tone, then this much silence, repeated.
-CALLER_TONE_S = 1.5
-CALLER_PAUSE_S = 2.5
-CYCLE_S = CALLER_TONE_S + CALLER_PAUSE_S
 #: Longest wait for N calls to be set up and have heard their first reply.
 WARMUP_TIMEOUT_S = 30.0
 #: UDP ports the controller binds for RTP (Asterisk's own are 20000-23999).
@@ -108,25 +112,6 @@ def self_usage() -> tuple[float, float, int]:
     """(user, sys) CPU seconds and voluntary context switches of this process, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime, usage.ru_nvcsw
-
-
-def proc_cpu(pid: int | None) -> float | None:
-    """CPU seconds (user + sys) of another process, from /proc; None if unknown."""
-    if pid is None:
-        return None
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs together, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])  # user nice system idle iowait irq softirq steal
-    return total - values[3] - values[4], total
 
 
 @dataclass(frozen=True)
@@ -250,62 +235,6 @@ async def _wakeup_floor(rate: float, seconds: float) -> tuple[float, float]:
 def wakeup_floor() -> tuple[float, float]:
     """(µs of CPU, context switches) per packet: 500 packets/s, one per wake-up."""
     return asyncio.run(_wakeup_floor(500.0, 2.0))
-
-
-# --- the model server (a separate process) -------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the benchmark dies, so nothing lingers."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def start_model_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    """Start ``controller model-server`` on a free port; return it and its URL."""
-    cmd = [
-        sys.executable,
-        *("-m", "controller", "model-server", "--port", "0", "--reply", "tone"),
-        *("--tone-hz", "440", "--tone-ms", str(args.reply_ms)),
-        *("--chunk-ms", str(args.chunk_ms), "--speed", str(args.speed)),
-        *("--transcript", "A tone.", "--input-transcript", "Hello."),
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "... listening on ws://127.0.0.1:PORT/v1/realtime"
-    match = re.search(r"ws://\S+/v1/realtime", line)
-    if match is None:
-        stop_model_server(proc)
-        raise RuntimeError(f"the model server did not start: {line.strip()!r}")
-    return proc, match.group(0)
-
-
-def stop_model_server(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-# --- the conversation the phones play -----------------------------------------------------
-
-
-def write_conversation(path: Path, seconds: float, rate: int = 8000) -> Path:
-    """Tone-and-pause cycles (8 kHz WAV) lasting at least ``seconds``."""
-    n_tone = int(CALLER_TONE_S * rate)
-    t = np.arange(n_tone) / rate
-    tone = 0.3 * np.sin(2 * np.pi * 700.0 * t)  # about -13 dBFS: speech for the VAD
-    fade = int(0.005 * rate)
-    ramp = np.linspace(0.0, 1.0, fade)
-    tone[:fade] *= ramp
-    tone[-fade:] *= ramp[::-1]
-    cycle = np.concatenate([tone, np.zeros(int(CALLER_PAUSE_S * rate))])
-    return write_wav(path, np.tile(cycle, math.ceil(seconds / CYCLE_S)), rate)
 
 
 # --- one controller, one mode --------------------------------------------------------------
@@ -572,10 +501,6 @@ def print_report(
     )
 
 
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -658,19 +583,6 @@ def setup_file_logging(path: Path, level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO))
 
 
-def start_sandbox_patiently(state_dir: Path, patience: float = 120.0) -> Sandbox:
-    """:func:`start_sandbox`, waiting while other sandboxes hold every port set."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return start_sandbox(state_dir)
-        except SandboxError as exc:
-            if "in use" not in str(exc) or time.monotonic() > deadline:
-                raise
-            print(f"bench_calls: {exc}; retrying", file=sys.stderr)
-            time.sleep(3.0)
-
-
 def main() -> int:
     args = parse_args()
     if args.quick:
@@ -689,7 +601,9 @@ def main() -> int:
     box: Sandbox | None = None
     try:
         floor = wakeup_floor()
-        server, url = start_model_server(args)
+        server, url = start_model_server(
+            tone_hz=440, tone_ms=args.reply_ms, chunk_ms=args.chunk_ms, speed=args.speed
+        )
         box = start_sandbox_patiently(args.state_dir)
         write_conversation(box.shared_dir / "bench-conversation.wav", per_step)
         rows, profiler = asyncio.run(run_bench(args, box, url, server.pid))
@@ -701,7 +615,7 @@ def main() -> int:
         return 1
     finally:
         if server is not None:
-            stop_model_server(server)
+            stop_process(server)
         if box is not None:
             box.stop()
     print_report(rows, args, load_before, floor)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import REPO, stop_process  # noqa: E402
+from benchlib import REPO, free_port, stop_process  # noqa: E402
 
 #: (label, modules imported at that step). Dependencies first, then ours.
 LAYERS: list[tuple[str, list[str]]] = [
@@ -105,26 +104,19 @@ sys.exit(main(["run"]))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def measure_idle(mode: str, loop: str, settle: float, state: Path) -> dict[str, object]:
     """Start ``ari-realtime run`` (Asterisk unreachable), read its memory after ``settle`` s."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("ARI_", "REALTIME_"))},
         "PYTHONPATH": str(REPO),
-        "ARI_URL": f"http://127.0.0.1:{_free_port()}",
+        "ARI_URL": f"http://127.0.0.1:{free_port()}",
         "ARI_USER": "bench",
         "ARI_PASSWORD": "bench-memory-password",
         "OPENAI_API_KEY": "sk-bench-memory",
         "REALTIME_AUDIO": mode,
         "EVENT_LOOP": loop,
         "MEDIA_ADDRESS": "127.0.0.1",
-        "HTTP_LISTEN": f"127.0.0.1:{_free_port()}",
+        "HTTP_LISTEN": f"127.0.0.1:{free_port()}",
         "DATABASE_URL": f"sqlite://{state / f'{mode}-{loop}.db'}",
         "LOG_LEVEL": "WARNING",
     }

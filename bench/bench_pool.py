@@ -38,10 +38,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -51,39 +49,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import (  # noqa: E402
+    CYCLE_S,
+    die_with_parent,
+    machine_ticks,
+    proc_cpu,
+    start_model_server,
+    write_conversation,
+)
+
 from controller.devtools.rig.ari import AriClient  # noqa: E402
-from controller.devtools.rig.audio import write_wav  # noqa: E402
 from controller.devtools.rig.calls import Script, call_pbx, wait_no_channels  # noqa: E402
 from controller.devtools.rig.pool import PASSWORD, PoolAsterisk, start_pool_sandbox  # noqa: E402
 from controller.devtools.rig.wait import wait_for  # noqa: E402
 from controller.records import CallRecord  # noqa: E402
 from controller.store import open_store  # noqa: E402
 
-CALLER_TONE_S = 1.5
-CALLER_PAUSE_S = 2.5
-CYCLE_S = CALLER_TONE_S + CALLER_PAUSE_S
 WARMUP_TIMEOUT_S = 40.0
 MEDIA_PORTS = "44000-44999"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + sys) of a process, 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def children(pid: int) -> list[int]:
@@ -101,43 +88,8 @@ def children(pid: int) -> list[int]:
 
 
 def tree_cpu(pid: int) -> float:
-    return proc_cpu(pid) + sum(proc_cpu(child) for child in children(pid))
-
-
-def machine_ticks() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
-
-
-def write_conversation(path: Path, seconds: float, rate: int = 8000) -> Path:
-    n_tone = int(CALLER_TONE_S * rate)
-    tone = 0.3 * np.sin(2 * np.pi * 700.0 * np.arange(n_tone) / rate)
-    fade = int(0.005 * rate)
-    ramp = np.linspace(0.0, 1.0, fade)
-    tone[:fade] *= ramp
-    tone[-fade:] *= ramp[::-1]
-    cycle = np.concatenate([tone, np.zeros(int(CALLER_PAUSE_S * rate))])
-    return write_wav(path, np.tile(cycle, math.ceil(seconds / CYCLE_S)), rate)
-
-
-def start_model_server() -> tuple[subprocess.Popen[str], str]:
-    cmd = [
-        sys.executable,
-        *("-m", "controller", "model-server", "--port", "0", "--reply", "tone"),
-        *("--tone-hz", "440", "--tone-ms", "1500", "--speed", "4"),
-        *("--transcript", "A tone.", "--input-transcript", "Hello."),
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"ws://\S+/v1/realtime", line)
-    if match is None:
-        proc.kill()
-        raise RuntimeError(f"the model server did not start: {line.strip()!r}")
-    return proc, match.group(0)
+    # A process gone meanwhile counts 0.
+    return sum(proc_cpu(p) or 0.0 for p in (pid, *children(pid)))
 
 
 @dataclass(frozen=True)
@@ -227,7 +179,7 @@ async def run_step(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     try:
         await asyncio.sleep(3.0)  # the workers start and listen
@@ -254,14 +206,14 @@ async def run_step(
         await asyncio.sleep(2 * CYCLE_S)  # every call into its conversation
         cpu0, ast0, (busy0, total0), t0 = (
             tree_cpu(proc.pid),
-            proc_cpu(box.pid or 0),
+            proc_cpu(box.pid) or 0.0,
             machine_ticks(),
             time.monotonic(),
         )
         await asyncio.sleep(seconds)
         cpu1, ast1, (busy1, total1), t1 = (
             tree_cpu(proc.pid),
-            proc_cpu(box.pid or 0),
+            proc_cpu(box.pid) or 0.0,
             machine_ticks(),
             time.monotonic(),
         )
@@ -310,7 +262,7 @@ def print_step(step: Step, latency_ms: float) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     state = Path(tempfile.mkdtemp(prefix="bench-pool-"))
     pool = await asyncio.to_thread(start_pool_sandbox, state / "asterisk")
-    model, model_url = start_model_server()
+    model, model_url = start_model_server(tone_hz=440, tone_ms=1500)
     box = pool.box
     write_conversation(box.shared_dir / "bench-conversation.wav", 600)
     play = box.inside_path(box.shared_dir / "bench-conversation")

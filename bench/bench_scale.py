@@ -94,8 +94,10 @@ from aiohttp import WSMsgType, web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import (  # noqa: E402
+    free_port,
     int_list,
     loadavg,
+    machine_ticks,
     percentile,
     proc_cpu,
     proc_memory,
@@ -914,12 +916,6 @@ class Step:
     failed: int = 0
 
 
-def machine_ticks() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
-
-
 async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -1016,13 +1012,6 @@ def controller_env(
         "AGENT_GREETING": "",
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_certificate(state_dir: Path) -> tuple[Path, ssl.SSLContext]:

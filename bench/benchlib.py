@@ -20,12 +20,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controller.devtools.rig.audio import write_wav  # noqa: E402
+from controller.devtools.rig.pool import free_port  # noqa: E402
 from controller.devtools.rig.sandbox import Sandbox, SandboxError, start_sandbox  # noqa: E402
+
+__all__ = ["free_port"]  # re-exported for the benchmarks
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The callers' turn pattern in bench_calls and bench_pool: this much tone, then silence.
+CALLER_TONE_S = 1.5
+CALLER_PAUSE_S = 2.5
+CYCLE_S = CALLER_TONE_S + CALLER_PAUSE_S
 
 
 def die_with_parent() -> None:
@@ -56,6 +66,13 @@ def proc_cpu(pid: int | None) -> float | None:
         return None
     fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs together, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal
+    return total - values[3] - values[4], total
 
 
 def proc_memory(pid: int) -> tuple[float, float]:
@@ -94,6 +111,19 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 10.0) -> int | No
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def write_conversation(path: Path, seconds: float, rate: int = 8000) -> Path:
+    """Tone-and-pause cycles (8 kHz WAV) lasting at least ``seconds``."""
+    n_tone = int(CALLER_TONE_S * rate)
+    t = np.arange(n_tone) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 700.0 * t)  # about -13 dBFS: speech for the VAD
+    fade = int(0.005 * rate)
+    ramp = np.linspace(0.0, 1.0, fade)
+    tone[:fade] *= ramp
+    tone[-fade:] *= ramp[::-1]
+    cycle = np.concatenate([tone, np.zeros(int(CALLER_PAUSE_S * rate))])
+    return write_wav(path, np.tile(cycle, math.ceil(seconds / CYCLE_S)), rate)
 
 
 def start_model_server(
