@@ -80,7 +80,6 @@ import re
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 from array import array
@@ -105,6 +104,8 @@ from benchlib import (  # noqa: E402
     stop_process,
     wait_for_line,
 )
+
+from controller.devtools.rig.pool import make_cert  # noqa: E402
 
 FRAME_S = 0.020
 SAMPLES_PER_FRAME = 160
@@ -1016,17 +1017,7 @@ def controller_env(
 
 def make_certificate(state_dir: Path) -> tuple[Path, ssl.SSLContext]:
     """A self-signed certificate for 127.0.0.1 (the controller trusts it via SSL_CERT_FILE)."""
-    cert, key = state_dir / "model-cert.pem", state_dir / "model-key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = make_cert(state_dir)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return cert, context

@@ -32,7 +32,7 @@ from pathlib import Path
 from asterisk.sandbox import CONF_DIR
 from controller.devtools.rig.ari import AriClient
 from controller.devtools.rig.audio import ensure_tools
-from controller.devtools.rig.sandbox import PORT_SETS, Sandbox, SandboxError, moved_conf
+from controller.devtools.rig.sandbox import Sandbox, start_sandbox
 
 PASSWORD = "voicebot-secret"  # asterisk/ari.conf's sandbox account
 
@@ -42,17 +42,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _free(port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -144,28 +133,10 @@ def start_pool_sandbox(state: Path) -> PoolAsterisk:
         "voicebot-tls": f"wss://127.0.0.1:{tls}/ari",
         "voicebot-lb": f"ws://127.0.0.1:{lb}/ari",
     }
-    error: SandboxError | None = None
-    for ports in PORT_SETS:
-        http, pbx, phone, _ = ports
-        if not (
-            _free(http, socket.SOCK_STREAM)
-            and _free(pbx, socket.SOCK_DGRAM)
-            and _free(phone, socket.SOCK_DGRAM)
-        ):
-            continue
-        extra = moved_conf(*ports)
-        # The CA file as Asterisk sees it (the shared dir is bound inside).
-        extra.update(outbound_conf(apps, ca_file=f"/var/spool/asterisk/shared/{cert.name}"))
-        box = Sandbox(state, die_with_parent=True, extra_conf=extra)
-        try:
-            box.start()
-        except SandboxError as exc:
-            if "already in use" not in str(exc):
-                raise
-            error = exc
-            continue
-        return PoolAsterisk(box, direct, tls, lb, cert, key)
-    raise error or SandboxError("asterisk sandbox: every port set in PORT_SETS is in use")
+    # The CA file as Asterisk sees it (the shared dir is bound inside).
+    conf = outbound_conf(apps, ca_file=f"/var/spool/asterisk/shared/{cert.name}")
+    box = start_sandbox(state, conf=conf)
+    return PoolAsterisk(box, direct, tls, lb, cert, key)
 
 
 def haproxy_config(listen: int, servers: dict[str, int]) -> str:

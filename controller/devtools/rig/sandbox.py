@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from asterisk.sandbox import CONF_DIR, SHARED_DIR_INSIDE, Sandbox, SandboxError
@@ -99,12 +100,17 @@ def moved_conf(http: int, pbx: int, phone: int, rtp: int) -> dict[str, str]:
     return extra
 
 
-def start_sandbox(state_dir: Path, **kwargs: object) -> Sandbox:
+def start_sandbox(
+    state_dir: Path, *, conf: Mapping[str, str] | None = None, **kwargs: object
+) -> Sandbox:
     """Start a sandbox for a test session (builds the root fs on first use).
 
     Uses the first set of ports in :data:`PORT_SETS` that is free. Asterisk
     gets SIGTERM if the test process dies, so a killed run leaves nothing
     behind. Raises :class:`SandboxError` with a one-line reason.
+
+    Args:
+        conf: more configuration files (name -> text), over the port-moved ones.
     """
     error: SandboxError | None = None
     for ports in PORT_SETS:
@@ -115,7 +121,7 @@ def start_sandbox(state_dir: Path, **kwargs: object) -> Sandbox:
             and _free(phone, socket.SOCK_DGRAM)
         ):
             continue
-        extra = moved_conf(*ports)
+        extra = {**moved_conf(*ports), **(conf or {})}
         box = Sandbox(state_dir, die_with_parent=True, extra_conf=extra, **kwargs)  # type: ignore[arg-type]
         try:
             return box.start()
