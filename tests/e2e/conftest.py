@@ -108,6 +108,26 @@ def controller_env(asterisk: Sandbox, model_server: ModelServer, **extra: str) -
     }
 
 
+def keeping_ended(ended: list[Call]) -> Callable[[CallContext, CallServices], Call]:
+    """A call factory that builds calls as the controllers do and keeps each in ``ended``
+    once it is over (for tests that read transcripts and counters afterwards)."""
+
+    def factory(context: CallContext, services: CallServices) -> Call:
+        call = Call(context, services)
+        original = call.run
+
+        async def run() -> None:
+            try:
+                await original()
+            finally:
+                ended.append(call)
+
+        call.run = run  # type: ignore[method-assign]
+        return call
+
+    return factory
+
+
 class RunningController:
     """An in-process controller serving the sandbox (see the ``start_controller`` fixture)."""
 
@@ -135,25 +155,11 @@ async def start_controller(
     async def start(**settings: str) -> RunningController:
         env = controller_env(asterisk, model_server, **settings)
         config = load_settings(**env)
-        holder: list[RunningController] = []
-
-        def factory(context: CallContext, services: CallServices) -> Call:
-            call = Call(context, services)
-            original = call.run
-
-            async def run() -> None:
-                try:
-                    await original()
-                finally:
-                    holder[0].ended.append(call)
-
-            call.run = run  # type: ignore[method-assign]
-            return call
-
-        controller = Controller(config, call_factory=factory)
+        ended: list[Call] = []
+        controller = Controller(config, call_factory=keeping_ended(ended))
         task = asyncio.create_task(controller.run())
         running = RunningController(controller, task)
-        holder.append(running)
+        running.ended = ended
         started.append(running)
         await asyncio.wait_for(controller.ready.wait(), 10)
         return running

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from controller.call.call import Call
-from controller.call.services import CallContext, CallServices
 from controller.config import load_settings
 from controller.devtools.modelserver import ModelServer
 from controller.devtools.rig.ari import AriClient
@@ -52,7 +51,7 @@ from controller.pool.takeover import LOST_RESULT
 from controller.pool.worker import PoolController
 from controller.records import CallRecord
 from controller.store import open_store
-from tests.e2e.conftest import MEDIA_PORTS
+from tests.e2e.conftest import MEDIA_PORTS, keeping_ended
 from tests.e2e.test_inbound import LogReader as _LogReader
 from tests.e2e.test_inbound import run_check
 
@@ -128,24 +127,10 @@ async def start_pool(
     async def start(port: int | None = None, **settings: str) -> RunningPool:
         port = pool_asterisk.direct_port if port is None else port
         config = load_settings(**pool_env(pool_asterisk, model_server, port, **settings))
-        holder: list[RunningPool] = []
-
-        def factory(context: CallContext, services: CallServices) -> Call:
-            call = Call(context, services)
-            original = call.run
-
-            async def run() -> None:
-                try:
-                    await original()
-                finally:
-                    holder[0].ended.append(call)
-
-            call.run = run  # type: ignore[method-assign]
-            return call
-
-        pool = PoolController(config, call_factory=factory)
+        ended: list[Call] = []
+        pool = PoolController(config, call_factory=keeping_ended(ended))
         running = RunningPool(pool, asyncio.create_task(pool.run()))
-        holder.append(running)
+        running.ended = ended
         started.append(running)
         await asyncio.wait_for(pool.ready.wait(), 10)
         return running
