@@ -954,17 +954,7 @@ class PeerSession:
             audio_end_ms=int(self._audio_ms),
             item_id=item_id,
         )
-        previous = self._order[-1] if self._order else None
-        self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        self._add_item(item, previous)
+        self._commit_user_item(item_id)
         self.record.idle_timeouts += 1
         self._idle_from_ms = self._audio_ms
         self._buffered_ms = 0.0
@@ -1033,17 +1023,7 @@ class PeerSession:
         committed: Samples,
         spoken: Samples,
     ) -> None:
-        previous = self._order[-1] if self._order else None
-        self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        self._add_item(item, previous)
+        self._commit_user_item(item_id)
         if spoken.size:
             self._last_utterance = (spoken.copy(), self._in_fmt.rate)
         transcript = None
@@ -1113,11 +1093,60 @@ class PeerSession:
 
     # --- conversation items -------------------------------------------------------
 
+    def _commit_user_item(self, item_id: str) -> None:
+        """The caller's audio so far becomes a user message item (committed, then added)."""
+        previous = self._order[-1] if self._order else None
+        self._emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self._add_item(item, previous)
+
+    def _item_added(
+        self, item: Event, response_id: str | None = None, output_index: int = 0
+    ) -> str | None:
+        """Append ``item`` to the conversation as the API does: ``response.output_item.added``
+        (for a response's output) then ``conversation.item.added``; return the previous id."""
+        previous = self._order[-1] if self._order else None
+        self._items[item["id"]] = _Item(item)
+        self._order.append(item["id"])
+        if response_id is not None:
+            self._emit(
+                "response.output_item.added",
+                response_id=response_id,
+                output_index=output_index,
+                item=copy.deepcopy(item),
+            )
+        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        return previous
+
+    def _item_done(
+        self,
+        item: Event,
+        previous: str | None,
+        response_id: str | None = None,
+        output_index: int = 0,
+    ) -> None:
+        """``response.output_item.done`` (for a response's output), ``conversation.item.done``."""
+        if response_id is not None:
+            self._emit(
+                "response.output_item.done",
+                response_id=response_id,
+                output_index=output_index,
+                item=copy.deepcopy(item),
+            )
+        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+
     def _add_item(self, item: Event, previous: str | None) -> None:
         self._items[item["id"]] = _Item(item)
         self._order.append(item["id"])
         self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
-        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        self._item_done(item, previous)
 
     def _item_create(self, event: Event) -> None:
         raw = event.get("item")
@@ -1479,9 +1508,6 @@ class PeerSession:
             "role": "assistant",
             "content": [],
         }
-        previous = self._order[-1] if self._order else None
-        self._items[item_id] = _Item(item)
-        self._order.append(item_id)
         active.item, active.output_index, active.preamble = (
             item,
             len(active.output),
@@ -1489,13 +1515,7 @@ class PeerSession:
         )
         active.audio, active.words, active.pos = speech.audio, speech.transcript.split(), 0
         active.words_sent, active.transcript_sent = 0, []
-        self._emit(
-            "response.output_item.added",
-            response_id=record.id,
-            output_index=active.output_index,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        self._item_added(item, record.id, active.output_index)
         self._emit(
             "response.content_part.added",
             **self._content_ids(active),
@@ -1637,22 +1657,13 @@ class PeerSession:
             "role": "assistant",
             "content": [],
         }
-        previous = self._order[-1] if self._order else None
-        self._items[record.item_id] = _Item(item)
-        self._order.append(record.item_id)
         ids = {
             "response_id": record.id,
             "item_id": record.item_id,
             "output_index": 0,
             "content_index": 0,
         }
-        self._emit(
-            "response.output_item.added",
-            response_id=record.id,
-            output_index=0,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        previous = self._item_added(item, record.id)
         self._emit("response.content_part.added", **ids, part={"type": "text", "text": ""})
         for word in text.split():
             self._emit(
@@ -1665,13 +1676,7 @@ class PeerSession:
         self._emit("response.content_part.done", **ids, part={"type": "text", "text": text})
         item["status"] = "completed"
         item["content"] = [{"type": "output_text", "text": text}]
-        self._emit(
-            "response.output_item.done",
-            response_id=record.id,
-            output_index=0,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        self._item_done(item, previous, record.id)
         record.status = "completed"
         self._response_done(response, "completed", None, [item], audio_ms=0.0, text=text)
 
@@ -1693,17 +1698,8 @@ class PeerSession:
             "call_id": call.call_id,
             "arguments": "",
         }
-        previous = self._order[-1] if self._order else None
-        self._items[item_id] = _Item(item)
-        self._order.append(item_id)
         self._calls.add(call.call_id)
-        self._emit(
-            "response.output_item.added",
-            response_id=response_id,
-            output_index=output_index,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        previous = self._item_added(item, response_id, output_index)
         args = call.arguments
         step = max(1, math.ceil(len(args) / 3))
         for start in range(0, len(args), step):
@@ -1727,13 +1723,7 @@ class PeerSession:
         )
         item["status"] = "completed"
         item["arguments"] = args
-        self._emit(
-            "response.output_item.done",
-            response_id=response_id,
-            output_index=output_index,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        self._item_done(item, previous, response_id, output_index)
         return item
 
     def _mcp_call_item(
@@ -1747,17 +1737,8 @@ class PeerSession:
             "name": call.name,
             "arguments": "",
         }
-        previous = self._order[-1] if self._order else None
-        self._items[item_id] = _Item(item)
-        self._order.append(item_id)
         ids = {"item_id": item_id, "output_index": output_index}
-        self._emit(
-            "response.output_item.added",
-            response_id=response_id,
-            output_index=output_index,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        previous = self._item_added(item, response_id, output_index)
         self._emit(
             "response.mcp_call_arguments.delta",
             response_id=response_id,
@@ -1781,13 +1762,7 @@ class PeerSession:
             item["output"] = call.output or ""
             item["error"] = None
             self._emit("response.mcp_call.completed", **ids)
-        self._emit(
-            "response.output_item.done",
-            response_id=response_id,
-            output_index=output_index,
-            item=copy.deepcopy(item),
-        )
-        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        self._item_done(item, previous, response_id, output_index)
         return item
 
     def _list_mcp_tools(self, label: str) -> None:
@@ -1795,10 +1770,7 @@ class PeerSession:
         self._mcp_listed.add(label)
         item_id = self.ids.new("item")
         item: Event = {"id": item_id, "type": "mcp_list_tools", "server_label": label, "tools": []}
-        previous = self._order[-1] if self._order else None
-        self._items[item_id] = _Item(item)
-        self._order.append(item_id)
-        self._emit("conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item))
+        previous = self._item_added(item)
         self._emit("mcp_list_tools.in_progress", item_id=item_id)
         names = self.config.mcp_tools.get(label)
         if names is None:  # this test peer reaches no MCP server but the configured ones
@@ -1808,7 +1780,7 @@ class PeerSession:
             {"name": name, "input_schema": {"type": "object", "properties": {}}} for name in names
         ]
         self._emit("mcp_list_tools.completed", item_id=item_id)
-        self._emit("conversation.item.done", previous_item_id=previous, item=copy.deepcopy(item))
+        self._item_done(item, previous)
 
     def _response_done(
         self,
