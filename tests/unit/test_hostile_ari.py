@@ -6,10 +6,9 @@ Each test pins one failure found by review, with the input that triggered it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,8 +26,7 @@ from controller.call.services import CallContext, CallServices
 from controller.call.state import Outcome
 from controller.config import load_settings
 from controller.errors import AriConnectionError, AriProtocolError
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from tests.webpeer import serve
 
 
 def stasis_start(channel_id: str, **channel: Any) -> dict[str, Any]:
@@ -139,7 +137,7 @@ async def test_a_caller_whose_call_cannot_be_created_is_handed_back() -> None:
         requests.append((request.path, request.query_string))
         return web.Response(status=204)
 
-    async with ari_server(record) as url:
+    async with serve(record) as url:
         controller = Controller(load_settings(ARI_URL=url), call_factory=_refuse)
         controller.dispatch(parse_event(stasis_start("c1")))
         await asyncio.wait_for(asyncio.gather(*controller._tasks), 5)
@@ -171,20 +169,6 @@ async def test_a_bug_while_reading_events_reconnects_rather_than_stopping() -> N
 # --- REST replies ------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def ari_server(handler: Handler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.mark.parametrize(
     ("body", "call"),
     [
@@ -203,7 +187,7 @@ async def test_rest_replies_of_the_wrong_shape_raise_the_protocol_error(
     async def reply(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
-    async with ari_server(reply) as url, AriClient(url, "u", "p") as ari:
+    async with serve(reply) as url, AriClient(url, "u", "p") as ari:
         with pytest.raises(AriProtocolError):
             await getattr(ari, call)()
 
@@ -218,7 +202,7 @@ async def test_a_rest_reply_is_read_only_up_to_its_cap(monkeypatch: pytest.Monke
         await asyncio.sleep(3600)  # never ends: the client must not wait for the rest
         return response
 
-    async with ari_server(endless) as url, AriClient(url, "u", "p", timeout=5) as ari:
+    async with serve(endless) as url, AriClient(url, "u", "p", timeout=5) as ari:
         with pytest.raises(AriProtocolError, match="larger than 1000 bytes"):
             await asyncio.wait_for(ari.list_channels(), 3)
 
@@ -227,7 +211,7 @@ async def test_an_error_reason_from_asterisk_is_one_line() -> None:
     async def refuse(request: web.Request) -> web.Response:
         return web.json_response({"message": "no\nforged line"}, status=404)
 
-    async with ari_server(refuse) as url, AriClient(url, "u", "p") as ari:
+    async with serve(refuse) as url, AriClient(url, "u", "p") as ari:
         with pytest.raises(Exception) as info:
             await ari.answer("c1")
     assert "\n" not in str(info.value) and "no\\nforged line" in str(info.value)

@@ -7,8 +7,6 @@ by review, with the reply that triggered it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -16,23 +14,9 @@ from aiohttp import web
 from controller.agents import HttpTool
 from controller.call.http_tools import MAX_RESULT_CHARS, HttpToolClient, decode_reply
 from controller.errors import ToolError
+from tests.webpeer import serve
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BODY = {"call_id": "c1", "caller_number": "100", "arguments": {"n": "1"}}
-
-
-@contextlib.asynccontextmanager
-async def service(handler: Handler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def run_tool(url: str, timeout: float = 5.0) -> str:
@@ -62,7 +46,7 @@ async def test_replies_in_any_encoding_become_text(
     async def reply(request: web.Request) -> web.Response:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async with service(reply) as url:
+    async with serve(reply) as url:
         assert await run_tool(url) == expected
 
 
@@ -75,7 +59,7 @@ async def test_a_reply_is_read_up_to_the_cap_never_whole() -> None:
         await asyncio.sleep(3600)  # the body never ends: only the cap may end the read
         return response
 
-    async with service(endless) as url:
+    async with serve(endless) as url:
         text = await asyncio.wait_for(run_tool(url, timeout=30), 5)
     assert text == "x" * MAX_RESULT_CHARS
 
@@ -87,12 +71,12 @@ async def test_a_redirect_to_another_site_is_not_followed() -> None:
         hits.append(request.method)
         return web.Response(text="stolen")
 
-    async with service(elsewhere) as other:
+    async with serve(elsewhere) as other:
 
         async def redirect(request: web.Request) -> web.Response:
             raise web.HTTPTemporaryRedirect(other + "/collect")
 
-        async with service(redirect) as url:
+        async with serve(redirect) as url:
             with pytest.raises(ToolError, match="redirected to another site"):
                 await run_tool(url)
     assert hits == []  # the caller's data and the tool's headers never went there
@@ -105,7 +89,7 @@ async def test_a_redirect_within_the_service_is_followed() -> None:
         assert request.method == "POST"
         return web.json_response({"found": await request.json()})
 
-    async with service(handler) as url:
+    async with serve(handler) as url:
         assert '"call_id": "c1"' in await run_tool(url)
 
 
@@ -113,7 +97,7 @@ async def test_a_redirect_loop_ends() -> None:
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPTemporaryRedirect("/tool")
 
-    async with service(loop) as url:
+    async with serve(loop) as url:
         with pytest.raises(ToolError, match="more than 3 redirects"):
             await run_tool(url)
 
@@ -124,7 +108,7 @@ async def test_a_reply_echoing_the_tools_credentials_has_them_masked() -> None:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"you_sent": request.headers["Authorization"]})
 
-    async with service(echo) as url:
+    async with serve(echo) as url:
         client = HttpToolClient()
         try:
             tool = HttpTool(description="d", url=url + "/tool", headers={"Authorization": token})
