@@ -83,6 +83,9 @@ def test_azure_is_detected_from_the_host(monkeypatch: pytest.MonkeyPatch) -> Non
         ("VAD_SILENCE_MS", "soon", "VAD_SILENCE_MS: Input should be a valid integer"),
         ("VAD_TYPE", "energy", "VAD_TYPE: Input should be 'server_vad' or 'semantic_vad'"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: Input should be"),
+        ("EVENT_LOOP", "trio", "EVENT_LOOP: Input should be 'auto', 'uvloop' or 'asyncio'"),
+        ("ARI_LOST_SECONDS", "-1", "ARI_LOST_SECONDS: Input should be greater than or equal to 0"),
+        ("ARI_LOST_SECONDS", "soon", "ARI_LOST_SECONDS: Input should be a valid number"),
     ],
 )
 def test_each_bad_value_is_named_in_one_line(
